@@ -1,0 +1,227 @@
+//! The `atomskill` command: parses flags, builds the parts, calls one function per mode.
+//!
+//! This is the only place that reads environment variables or installs a tracing subscriber.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use clap::{Args, Parser, Subcommand};
+use sandbox::{ExecRequest, Isolation, Limits, Sandbox, SandboxConfig, SnapshotStore};
+
+#[derive(Parser)]
+#[command(name = "atomskill", version, about = "Train and evaluate LLM coding agents through atomic skills")]
+struct Cli {
+    /// Where snapshots, caches and runs live [default: $ATOMSKILL_HOME or ~/.cache/atomskill].
+    #[arg(long, global = true)]
+    home: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run commands in the episode sandbox.
+    #[command(subcommand)]
+    Sandbox(SandboxCommand),
+    /// Fetch and prepare the corpus of real repositories (issue 3).
+    Corpus(Planned),
+    /// Synthesize verified task instances of the five skills (issue 3).
+    Synth(Planned),
+    /// Drop training instances that overlap the evaluation set (issue 3).
+    Decontam(Planned),
+    /// Evaluate a policy: Avg@k and pass@k per skill (issue 4).
+    Eval(Planned),
+    /// Create and inspect models (issue 5).
+    Model(Planned),
+    /// Serve a model over the OpenAI-compatible API (issue 5).
+    Serve(Planned),
+    /// Supervised fine-tuning on verified trajectories (issue 6).
+    Sft(Planned),
+    /// Joint GRPO over the skill mixture (issue 6).
+    Train(Planned),
+    /// The whole recipe end to end at small scale (issue 7).
+    Quickstart(Planned),
+    /// Benchmarks, each printed as ratios against a baseline measured in the same run.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+/// A mode that is specified but not built yet.
+#[derive(Args)]
+struct Planned {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    rest: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum SandboxCommand {
+    /// Create an episode over DIR, run one command in it, print its output, exit with its status.
+    Run(SandboxRun),
+    /// Print the isolation this machine allows.
+    Info(SandboxOptions),
+}
+
+#[derive(Args, Clone)]
+struct SandboxOptions {
+    /// auto (namespaces, cgroups when usable), full (require cgroups), none (no isolation).
+    #[arg(long, default_value = "auto")]
+    isolation: Isolation,
+    /// A virtualenv to mount read-only and put first on PATH.
+    #[arg(long)]
+    venv: Option<PathBuf>,
+    /// Per-command wall-clock limit in seconds.
+    #[arg(long, default_value_t = 60.0)]
+    timeout: f64,
+    /// Memory limit of the episode in MiB.
+    #[arg(long, default_value_t = 2048)]
+    memory: u64,
+    /// Process limit of the episode.
+    #[arg(long, default_value_t = 256)]
+    max_processes: u64,
+}
+
+#[derive(Args)]
+struct SandboxRun {
+    /// The repository to run over (copied once into the snapshot store, without .git).
+    #[arg(long)]
+    repo: PathBuf,
+    #[command(flatten)]
+    options: SandboxOptions,
+    /// Print the workspace diff after the command.
+    #[arg(long)]
+    diff: bool,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Per-command overhead against direct spawn and plain `unshare`; episode set-up and teardown.
+    Sandbox(bench::sandbox::Options),
+}
+
+fn home_dir(cli_home: Option<PathBuf>) -> PathBuf {
+    cli_home
+        .or_else(|| std::env::var_os("ATOMSKILL_HOME").map(PathBuf::from))
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/atomskill")))
+        .unwrap_or_else(|| PathBuf::from("/var/tmp/atomskill"))
+}
+
+fn sandbox_from(options: &SandboxOptions) -> Result<Sandbox> {
+    let mut config = SandboxConfig { isolation: options.isolation, ..SandboxConfig::default() };
+    if let Some(venv) = &options.venv {
+        let venv = venv.canonicalize().with_context(|| format!("virtualenv {}", venv.display()))?;
+        config = config.with_virtualenv(venv);
+    }
+    let limits = Limits {
+        timeout: Duration::from_secs_f64(options.timeout),
+        memory_bytes: options.memory << 20,
+        max_processes: options.max_processes,
+        ..Limits::default()
+    };
+    Ok(Sandbox::new(config, limits)?)
+}
+
+async fn sandbox_run(home: PathBuf, run: SandboxRun) -> Result<ExitCode> {
+    let sandbox = sandbox_from(&run.options)?;
+    eprintln!("atomskill: {}", sandbox.isolation());
+    let store = SnapshotStore::new(home.join("snapshots"), snapshot_owner(sandbox.config(), run.options.isolation));
+    let repo = run.repo.canonicalize().with_context(|| format!("repository {}", run.repo.display()))?;
+    let snapshot = store.import_dir(&repo, None)?;
+    let episode = sandbox.create_episode(&snapshot)?;
+    let result = episode.exec(&ExecRequest::new(run.command.clone())).await?;
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&result.stdout.head)?;
+    if result.stdout.is_truncated() {
+        writeln!(stdout, "\n[... {} bytes elided ...]", result.stdout.elided_bytes())?;
+    }
+    stdout.write_all(&result.stdout.tail)?;
+    stdout.flush()?;
+    let mut stderr = std::io::stderr().lock();
+    stderr.write_all(&result.stderr.head)?;
+    if result.stderr.is_truncated() {
+        writeln!(stderr, "\n[... {} bytes elided ...]", result.stderr.elided_bytes())?;
+    }
+    stderr.write_all(&result.stderr.tail)?;
+    if let Some(limit) = result.killed_by {
+        writeln!(stderr, "atomskill: command killed by the {limit:?} limit after {:.2?}", result.duration)?;
+    }
+    if let sandbox::ExitStatus::NotStarted { errno } = result.status {
+        writeln!(
+            stderr,
+            "atomskill: `{}` could not be started: {}",
+            run.command[0],
+            std::io::Error::from_raw_os_error(errno)
+        )?;
+    }
+    if run.diff {
+        print!("{}", episode.diff()?.to_patch());
+    }
+    episode.destroy()?;
+    Ok(ExitCode::from(result.status.code().clamp(0, 255) as u8))
+}
+
+/// Snapshot files belong to the sandbox user when the agent runs as one.
+fn snapshot_owner(config: &SandboxConfig, isolation: Isolation) -> Option<(u32, u32)> {
+    (isolation != Isolation::None).then_some((config.sandbox_uid, config.sandbox_gid))
+}
+
+fn planned(name: &str, issue: u32) -> Result<ExitCode> {
+    eprintln!("atomskill {name}: not available in this build yet (tracked in issue {issue})");
+    Ok(ExitCode::from(2))
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let home = home_dir(cli.home);
+    match cli.command {
+        Command::Sandbox(SandboxCommand::Run(run)) => sandbox_run(home, run).await,
+        Command::Sandbox(SandboxCommand::Info(options)) => {
+            let sandbox = sandbox_from(&options)?;
+            println!("{}", serde_json::to_string_pretty(sandbox.isolation())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Sandbox(options)) => {
+            let store = SnapshotStore::new(home.join("snapshots"), Some((100_000, 100_000)));
+            bench::sandbox::run(&options, &store).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Corpus(_) => planned("corpus", 3),
+        Command::Synth(_) => planned("synth", 3),
+        Command::Decontam(_) => planned("decontam", 3),
+        Command::Eval(_) => planned("eval", 4),
+        Command::Model(_) => planned("model", 5),
+        Command::Serve(_) => planned("serve", 5),
+        Command::Sft(_) => planned("sft", 6),
+        Command::Train(_) => planned("train", 6),
+        Command::Quickstart(_) => planned("quickstart", 7),
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("ATOMSKILL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("atomskill: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("atomskill: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
