@@ -102,6 +102,8 @@ pub struct Sandbox {
     backend: Backend,
     report: IsolationReport,
     next_episode: AtomicU64,
+    /// Distinguishes this sandbox's episodes from those of other sandboxes and processes.
+    instance: String,
 }
 
 fn can_use_namespaces() -> std::result::Result<(), String> {
@@ -165,7 +167,11 @@ impl Sandbox {
             }
         };
         tracing::info!(%report, "sandbox ready");
-        Ok(Sandbox { config: Arc::new(config), limits, backend, report, next_episode: AtomicU64::new(0) })
+        let config = Arc::new(config);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        // The config's heap address is unique among live sandboxes of this process.
+        let instance = format!("{pid}-{:x}-{nanos:x}", Arc::as_ptr(&config) as usize);
+        Ok(Sandbox { config, limits, backend, report, next_episode: AtomicU64::new(0), instance })
     }
 
     pub fn isolation(&self) -> &IsolationReport {
@@ -187,7 +193,7 @@ impl Sandbox {
 
     pub fn create_episode_with(&self, snapshot: &Snapshot, limits: Limits) -> Result<Episode> {
         let n = self.next_episode.fetch_add(1, Ordering::Relaxed);
-        let id = format!("ep-{}-{n}", std::process::id());
+        let id = format!("ep-{}-{n}", self.instance);
         let inner = match &self.backend {
             Backend::Namespaces { cgroups, stage_dir } => Inner::Namespaces(namespace::NsEpisode::create(
                 id.clone(),

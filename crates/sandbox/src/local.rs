@@ -5,7 +5,6 @@
 //! only ever be chosen by name: nothing falls back to it silently.
 
 use std::os::fd::OwnedFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -26,6 +26,17 @@ use crate::snapshot::Snapshot;
 use crate::sys;
 use crate::{io_util, WorkspaceDiff};
 
+struct Started {
+    guard: ChildGuard,
+    pidfd: RawFd,
+    started: Instant,
+    counters_before: Option<(u64, u64)>,
+    stdin_w: OwnedFd,
+    stdout_r: OwnedFd,
+    stderr_r: OwnedFd,
+    status_r: OwnedFd,
+}
+
 pub(crate) struct NsEpisode {
     pub id: String,
     snapshot: Snapshot,
@@ -187,7 +198,8 @@ impl NsEpisode {
         &self.limits
     }
 
-    pub async fn exec(&self, request: &ExecRequest) -> Result<ExecResult> {
+    /// Everything up to the command's start; synchronous, so no raw pointer crosses an await.
+    fn start(&self, request: &ExecRequest) -> Result<Started> {
         let prepared = prepare_command(&self.config, &self.limits, request, self.cgroups.is_some())?;
         let (stdin_r, stdin_w) = pipe()?;
         let (stdout_r, stdout_w) = pipe()?;
@@ -245,8 +257,14 @@ impl NsEpisode {
             Err(e) => return Err(Error::os("starting a command (clone3)", e)),
         };
         // SAFETY: clone3 handed us a fresh pidfd that we now own.
-        let mut guard = ChildGuard { pidfd: Some(unsafe { OwnedFd::from_raw_fd(pidfd) }) };
+        let guard = ChildGuard { pidfd: Some(unsafe { OwnedFd::from_raw_fd(pidfd) }) };
         drop((stdin_r, stdout_w, stderr_w, status_w, cgroup_fds));
+        Ok(Started { guard, pidfd, started, counters_before, stdin_w, stdout_r, stderr_r, status_r })
+    }
+
+    pub async fn exec(&self, request: &ExecRequest) -> Result<ExecResult> {
+        let Started { mut guard, pidfd, started, counters_before, stdin_w, stdout_r, stderr_r, status_r } =
+            self.start(request)?;
 
         let timeout = request.timeout.map_or(self.limits.timeout, |t| t.min(self.limits.timeout));
         let raw_pidfd = pidfd;
