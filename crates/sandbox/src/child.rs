@@ -437,7 +437,9 @@ fn command_main(plan: &CommandPlan, ptrs: &ExecPointers, ready: RawFd, go: RawFd
             command_fail(status, InitStep::DropCaps);
         }
         for &(resource, value) in &plan.rlimits {
-            let limit = libc::rlimit { rlim_cur: value, rlim_max: value };
+            // A CPU hard limit one second above the soft one: SIGXCPU first, then SIGKILL.
+            let hard = if resource == libc::RLIMIT_CPU { value.saturating_add(1) } else { value };
+            let limit = libc::rlimit { rlim_cur: value, rlim_max: hard };
             if libc::setrlimit(resource, &limit) != 0 {
                 command_fail(status, InitStep::Rlimit);
             }

@@ -5,7 +5,7 @@
 //! only ever be chosen by name: nothing falls back to it silently.
 
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -134,10 +134,6 @@ impl LocalEpisode {
 
     pub fn diff(&self) -> Result<WorkspaceDiff> {
         crate::diff::compute(&self.config, &self.snapshot.path, &self.root, false)
-    }
-
-    pub fn workspace(&self) -> &Path {
-        &self.workspace
     }
 
     pub fn teardown(&mut self) -> Result<()> {

@@ -288,6 +288,8 @@ impl NsEpisode {
         let mut status = None;
         for (tag, a, b) in records {
             match tag {
+                // The init reports the command's 127 after the command reported why it never started.
+                child::TAG_EXIT if matches!(status, Some(ExitStatus::NotStarted { .. })) => {}
                 child::TAG_EXIT => {
                     status = Some(if libc::WIFEXITED(a) {
                         ExitStatus::Exited(libc::WEXITSTATUS(a))
@@ -358,6 +360,7 @@ impl NsEpisode {
 
 impl Drop for NsEpisode {
     fn drop(&mut self) {
+        tracing::debug!(episode = %self.id, "episode torn down");
         let _ = self.teardown();
     }
 }
@@ -370,8 +373,9 @@ async fn wait_readable(pidfd: RawFd) -> Result<()> {
             self.0
         }
     }
-    let async_fd = AsyncFd::with_interest(Borrowed(pidfd), tokio::io::Interest::READABLE)
-        .map_err(|e| Error::io("watching a sandbox process", e))?;
+    // SAFETY: the caller's guard keeps the pidfd open until after this future completes.
+    let async_fd = unsafe { AsyncFd::register_with_interest(Borrowed(pidfd), tokio::io::Interest::READABLE) }
+        .map_err(|e| Error::io("watching a sandbox process", e.into()))?;
     let _ready = async_fd.readable().await.map_err(|e| Error::io("waiting for a sandbox process", e))?;
     Ok(())
 }
@@ -430,7 +434,8 @@ pub(crate) fn prepare_command(
         let mut current: libc::rlimit = unsafe { std::mem::zeroed() };
         // SAFETY: valid resource and out-pointer.
         if unsafe { libc::getrlimit(*resource, &mut current) } == 0 && current.rlim_max != libc::RLIM_INFINITY {
-            *value = (*value).min(current.rlim_max);
+            let headroom = u64::from(*resource == libc::RLIMIT_CPU);
+            *value = (*value).min(current.rlim_max.saturating_sub(headroom));
         }
     }
     Ok(PreparedCommand { candidates, argv, envp, cwd: cstring(cwd)?, rlimits })

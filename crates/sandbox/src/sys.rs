@@ -127,12 +127,8 @@ pub fn pidfd_getfd(pidfd: RawFd, target_fd: RawFd) -> Result<RawFd, i32> {
     }
 }
 
-/// How a reaped child ended, with the CPU time it and its reaped descendants used.
+/// The CPU time a reaped child and its reaped descendants used.
 pub struct Reaped {
-    /// `CLD_EXITED`, `CLD_KILLED` or `CLD_DUMPED`.
-    pub code: i32,
-    /// The exit code or the signal number, depending on `code`.
-    pub status: i32,
     pub cpu_micros: u64,
 }
 
@@ -162,8 +158,6 @@ pub fn waitid_pidfd(pidfd: RawFd) -> Result<Reaped, i32> {
         }
         let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
         Ok(Reaped {
-            code: info.si_code,
-            status: info.si_status(),
             cpu_micros: micros(usage.ru_utime) + micros(usage.ru_stime),
         })
     }
