@@ -12,7 +12,11 @@ use clap::{Args, Parser, Subcommand};
 use sandbox::{ExecRequest, Isolation, Limits, Sandbox, SandboxConfig, SnapshotStore};
 
 #[derive(Parser)]
-#[command(name = "atomskill", version, about = "Train and evaluate LLM coding agents through atomic skills")]
+#[command(
+    name = "atomskill",
+    version,
+    about = "Train and evaluate LLM coding agents through atomic skills"
+)]
 struct Cli {
     /// Where snapshots, caches and runs live [default: $ATOMSKILL_HOME or ~/.cache/atomskill].
     #[arg(long, global = true)]
@@ -112,9 +116,14 @@ fn home_dir(cli_home: Option<PathBuf>) -> PathBuf {
 }
 
 fn sandbox_from(options: &SandboxOptions) -> Result<Sandbox> {
-    let mut config = SandboxConfig { isolation: options.isolation, ..SandboxConfig::default() };
+    let mut config = SandboxConfig {
+        isolation: options.isolation,
+        ..SandboxConfig::default()
+    };
     if let Some(venv) = &options.venv {
-        let venv = venv.canonicalize().with_context(|| format!("virtualenv {}", venv.display()))?;
+        let venv = venv
+            .canonicalize()
+            .with_context(|| format!("virtualenv {}", venv.display()))?;
         config = config.with_virtualenv(venv);
     }
     let limits = Limits {
@@ -129,26 +138,44 @@ fn sandbox_from(options: &SandboxOptions) -> Result<Sandbox> {
 async fn sandbox_run(home: PathBuf, run: SandboxRun) -> Result<ExitCode> {
     let sandbox = sandbox_from(&run.options)?;
     eprintln!("atomskill: {}", sandbox.isolation());
-    let store = SnapshotStore::new(home.join("snapshots"), snapshot_owner(sandbox.config(), run.options.isolation));
-    let repo = run.repo.canonicalize().with_context(|| format!("repository {}", run.repo.display()))?;
+    let store = SnapshotStore::new(
+        home.join("snapshots"),
+        snapshot_owner(sandbox.config(), run.options.isolation),
+    );
+    let repo = run
+        .repo
+        .canonicalize()
+        .with_context(|| format!("repository {}", run.repo.display()))?;
     let snapshot = store.import_dir(&repo, None)?;
     let episode = sandbox.create_episode(&snapshot)?;
     let result = episode.exec(&ExecRequest::new(run.command.clone())).await?;
     let mut stdout = std::io::stdout().lock();
     stdout.write_all(&result.stdout.head)?;
     if result.stdout.is_truncated() {
-        writeln!(stdout, "\n[... {} bytes elided ...]", result.stdout.elided_bytes())?;
+        writeln!(
+            stdout,
+            "\n[... {} bytes elided ...]",
+            result.stdout.elided_bytes()
+        )?;
     }
     stdout.write_all(&result.stdout.tail)?;
     stdout.flush()?;
     let mut stderr = std::io::stderr().lock();
     stderr.write_all(&result.stderr.head)?;
     if result.stderr.is_truncated() {
-        writeln!(stderr, "\n[... {} bytes elided ...]", result.stderr.elided_bytes())?;
+        writeln!(
+            stderr,
+            "\n[... {} bytes elided ...]",
+            result.stderr.elided_bytes()
+        )?;
     }
     stderr.write_all(&result.stderr.tail)?;
     if let Some(limit) = result.killed_by {
-        writeln!(stderr, "atomskill: command killed by the {limit:?} limit after {:.2?}", result.duration)?;
+        writeln!(
+            stderr,
+            "atomskill: command killed by the {limit:?} limit after {:.2?}",
+            result.duration
+        )?;
     }
     if let sandbox::ExitStatus::NotStarted { errno } = result.status {
         writeln!(
@@ -210,7 +237,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("atomskill: cannot start the async runtime: {e}");

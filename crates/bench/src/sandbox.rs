@@ -34,37 +34,67 @@ fn time_ms(f: impl FnOnce()) -> f64 {
 }
 
 fn spawn_status(argv: &[&str]) -> bool {
-    std::process::Command::new(argv[0]).args(&argv[1..]).status().is_ok_and(|s| s.success())
+    std::process::Command::new(argv[0])
+        .args(&argv[1..])
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 pub async fn run(options: &Options, store: &SnapshotStore) -> Result<(), sandbox::Error> {
     let sandbox = Sandbox::new(SandboxConfig::default(), Limits::default())?;
     println!("{}", sandbox.isolation());
     let scratch = std::env::temp_dir().join(format!("atomskill-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&scratch).map_err(|e| sandbox::Error::Io { context: "scratch dir".into(), source: e })?;
-    std::fs::write(scratch.join("hello.py"), "print('hello')\n")
-        .map_err(|e| sandbox::Error::Io { context: "scratch file".into(), source: e })?;
+    std::fs::create_dir_all(&scratch).map_err(|e| sandbox::Error::Io {
+        context: "scratch dir".into(),
+        source: e,
+    })?;
+    std::fs::write(scratch.join("hello.py"), "print('hello')\n").map_err(|e| {
+        sandbox::Error::Io {
+            context: "scratch file".into(),
+            source: e,
+        }
+    })?;
     let small = store.import_dir(&scratch, None)?;
     let episode = sandbox.create_episode(&small)?;
 
-    println!("\nper-command latency, median of {} runs (ms)", options.runs);
-    println!("{:<22} {:>9} {:>9} {:>9} {:>12} {:>12}", "program", "direct", "unshare", "sandbox", "sbx/unshare", "sbx/direct");
-    let programs: [(&str, Vec<&str>); 2] = [("true", vec!["true"]), ("python3 -c pass", vec![options.python.as_str(), "-c", "pass"])];
+    println!(
+        "\nper-command latency, median of {} runs (ms)",
+        options.runs
+    );
+    println!(
+        "{:<22} {:>9} {:>9} {:>9} {:>12} {:>12}",
+        "program", "direct", "unshare", "sandbox", "sbx/unshare", "sbx/direct"
+    );
+    let programs: [(&str, Vec<&str>); 2] = [
+        ("true", vec!["true"]),
+        (
+            "python3 -c pass",
+            vec![options.python.as_str(), "-c", "pass"],
+        ),
+    ];
     for (label, argv) in programs {
         let (mut direct, mut unshare, mut sbx) = (Vec::new(), Vec::new(), Vec::new());
         let mut unshare_argv = vec!["unshare", "-Urmpfn"];
         unshare_argv.extend(&argv);
         let request = ExecRequest::new(argv.iter().copied());
         for _ in 0..options.runs {
-            direct.push(time_ms(|| assert!(spawn_status(&argv), "direct spawn of {argv:?} failed")));
-            unshare.push(time_ms(|| assert!(spawn_status(&unshare_argv), "unshare of {argv:?} failed")));
+            direct.push(time_ms(|| {
+                assert!(spawn_status(&argv), "direct spawn of {argv:?} failed")
+            }));
+            unshare.push(time_ms(|| {
+                assert!(spawn_status(&unshare_argv), "unshare of {argv:?} failed")
+            }));
             let start = Instant::now();
             let result = episode.exec(&request).await?;
             sbx.push(start.elapsed().as_secs_f64() * 1e3);
             assert!(result.success(), "sandboxed {argv:?} failed: {result:?}");
         }
         let (d, u, s) = (median(&mut direct), median(&mut unshare), median(&mut sbx));
-        println!("{label:<22} {d:>9.2} {u:>9.2} {s:>9.2} {:>11.2}x {:>11.2}x", s / u, s / d);
+        println!(
+            "{label:<22} {d:>9.2} {u:>9.2} {s:>9.2} {:>11.2}x {:>11.2}x",
+            s / u,
+            s / d
+        );
     }
     episode.destroy()?;
 
@@ -82,7 +112,11 @@ pub async fn run(options: &Options, store: &SnapshotStore) -> Result<(), sandbox
             ep.destroy()?;
             teardown.push(start.elapsed().as_secs_f64() * 1e3);
         }
-        println!("\nepisode over {} ({files} files), median of {} episodes (ms)", repo.display(), options.episodes);
+        println!(
+            "\nepisode over {} ({files} files), median of {} episodes (ms)",
+            repo.display(),
+            options.episodes
+        );
         println!("set-up   {:>8.2}   (target <= 20)", median(&mut setup));
         println!("teardown {:>8.2}   (target <= 15)", median(&mut teardown));
     } else {

@@ -36,9 +36,13 @@ impl CgroupSupport {
                             support.pids = Some(base);
                         }
                     }
-                    Err(e) => support.notes.push(format!("{controller} cgroup {}: {e}", base.display())),
+                    Err(e) => support
+                        .notes
+                        .push(format!("{controller} cgroup {}: {e}", base.display())),
                 },
-                None => support.notes.push(format!("no writable cgroup v1 `{controller}` hierarchy")),
+                None => support
+                    .notes
+                    .push(format!("no writable cgroup v1 `{controller}` hierarchy")),
             }
         }
         support
@@ -57,16 +61,24 @@ fn find_v1_base(mountinfo: &str, membership: &str, controller: &str) -> Option<P
         let fstype = right.next()?;
         let options = right.nth(1)?;
         let mount_point = left.split_whitespace().nth(4)?;
-        (fstype == "cgroup" && options.split(',').any(|o| o == controller)).then(|| mount_point.to_string())
+        (fstype == "cgroup" && options.split(',').any(|o| o == controller))
+            .then(|| mount_point.to_string())
     })?;
     let own = membership.lines().find_map(|line| {
         let mut parts = line.splitn(3, ':');
         let _id = parts.next()?;
         let controllers = parts.next()?;
         let path = parts.next()?;
-        controllers.split(',').any(|c| c == controller).then(|| path.to_string())
+        controllers
+            .split(',')
+            .any(|c| c == controller)
+            .then(|| path.to_string())
     })?;
-    Some(Path::new(&mount_point).join(own.trim_start_matches('/')).join("atomskill"))
+    Some(
+        Path::new(&mount_point)
+            .join(own.trim_start_matches('/'))
+            .join("atomskill"),
+    )
 }
 
 /// The cgroups of one episode.
@@ -77,17 +89,25 @@ pub struct EpisodeCgroups {
 }
 
 fn write(path: &Path, value: &str) -> Result<()> {
-    fs::write(path, value).map_err(|e| Error::io(format!("writing {value} to {}", path.display()), e))
+    fs::write(path, value)
+        .map_err(|e| Error::io(format!("writing {value} to {}", path.display()), e))
 }
 
 impl EpisodeCgroups {
     pub fn create(support: &CgroupSupport, name: &str, limits: &Limits) -> Result<EpisodeCgroups> {
-        let mut groups = EpisodeCgroups { memory: None, pids: None };
+        let mut groups = EpisodeCgroups {
+            memory: None,
+            pids: None,
+        };
         if let Some(base) = &support.memory {
             let dir = base.join(name);
-            fs::create_dir(&dir).map_err(|e| Error::io(format!("creating cgroup {}", dir.display()), e))?;
+            fs::create_dir(&dir)
+                .map_err(|e| Error::io(format!("creating cgroup {}", dir.display()), e))?;
             groups.memory = Some(dir.clone());
-            write(&dir.join("memory.limit_in_bytes"), &limits.memory_bytes.to_string())?;
+            write(
+                &dir.join("memory.limit_in_bytes"),
+                &limits.memory_bytes.to_string(),
+            )?;
             let memsw = dir.join("memory.memsw.limit_in_bytes");
             if memsw.exists() {
                 write(&memsw, &limits.memory_bytes.to_string())?;
@@ -95,7 +115,8 @@ impl EpisodeCgroups {
         }
         if let Some(base) = &support.pids {
             let dir = base.join(name);
-            fs::create_dir(&dir).map_err(|e| Error::io(format!("creating cgroup {}", dir.display()), e))?;
+            fs::create_dir(&dir)
+                .map_err(|e| Error::io(format!("creating cgroup {}", dir.display()), e))?;
             groups.pids = Some(dir.clone());
             write(&dir.join("pids.max"), &limits.max_processes.to_string())?;
         }
@@ -144,7 +165,11 @@ impl EpisodeCgroups {
 
     pub fn peak_memory(&self) -> Option<u64> {
         let dir = self.memory.as_ref()?;
-        fs::read_to_string(dir.join("memory.max_usage_in_bytes")).ok()?.trim().parse().ok()
+        fs::read_to_string(dir.join("memory.max_usage_in_bytes"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
     }
 
     /// Kills every process still in the episode's groups (there should be none: each command's
@@ -178,12 +203,15 @@ mod tests {
 
     #[test]
     fn finds_v1_base_from_mountinfo_and_membership() {
-        let mountinfo = "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n\
+        let mountinfo =
+            "35 31 0:32 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n\
                          39 31 0:36 / /sys/fs/cgroup/pids rw,relatime - cgroup cgroup rw,pids\n";
         let membership = "8:pids:/\n4:memory:/process_api/abc\n";
         assert_eq!(
             find_v1_base(mountinfo, membership, "memory"),
-            Some(PathBuf::from("/sys/fs/cgroup/memory/process_api/abc/atomskill"))
+            Some(PathBuf::from(
+                "/sys/fs/cgroup/memory/process_api/abc/atomskill"
+            ))
         );
         assert_eq!(
             find_v1_base(mountinfo, membership, "pids"),

@@ -149,7 +149,14 @@ pub fn builder_main(plan: &RootfsPlan, io: &BuilderIo) -> ! {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         close_all_but(&io.keep);
         let root = c"/";
-        if libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) != 0 {
+        if libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ) != 0
+        {
             build_fail(io.status_fd, -1);
         }
         for (index, step) in plan.steps.iter().enumerate() {
@@ -160,9 +167,15 @@ pub fn builder_main(plan: &RootfsPlan, io: &BuilderIo) -> ! {
                     r == 0 && libc::chmod(path.as_ptr(), *mode) == 0
                         || (r != 0 && sys::errno() == libc::EEXIST)
                 }
-                Step::Symlink { target, path } => libc::symlink(target.as_ptr(), path.as_ptr()) == 0,
+                Step::Symlink { target, path } => {
+                    libc::symlink(target.as_ptr(), path.as_ptr()) == 0
+                }
                 Step::Touch { path } => {
-                    let fd = libc::open(path.as_ptr(), libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC, 0o644);
+                    let fd = libc::open(
+                        path.as_ptr(),
+                        libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                        0o644,
+                    );
                     fd >= 0 && libc::close(fd) == 0
                 }
                 Step::WriteFile { path, contents } => {
@@ -174,7 +187,13 @@ pub fn builder_main(plan: &RootfsPlan, io: &BuilderIo) -> ! {
                     fd >= 0 && sys::write_all(fd, contents).is_ok() && libc::close(fd) == 0
                 }
                 Step::Chown { path, uid, gid } => libc::chown(path.as_ptr(), *uid, *gid) == 0,
-                Step::Mount { source, target, fstype, flags, data } => {
+                Step::Mount {
+                    source,
+                    target,
+                    fstype,
+                    flags,
+                    data,
+                } => {
                     libc::mount(
                         opt_ptr(source),
                         target.as_ptr(),
@@ -188,8 +207,14 @@ pub fn builder_main(plan: &RootfsPlan, io: &BuilderIo) -> ! {
                 build_fail(io.status_fd, index as i32);
             }
         }
-        let upper = libc::open(plan.upper_dir.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC);
-        let merged = libc::open(plan.merged_dir.as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC);
+        let upper = libc::open(
+            plan.upper_dir.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        );
+        let merged = libc::open(
+            plan.merged_dir.as_ptr(),
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        );
         if upper < 0 || merged < 0 {
             build_fail(io.status_fd, -2);
         }
@@ -204,8 +229,16 @@ pub fn builder_main(plan: &RootfsPlan, io: &BuilderIo) -> ! {
         if libc::umount2(dot.as_ptr(), libc::MNT_DETACH) != 0 || libc::chdir(root.as_ptr()) != 0 {
             build_fail(io.status_fd, -5);
         }
-        let ro = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
-        if libc::mount(std::ptr::null(), root.as_ptr(), std::ptr::null(), ro, std::ptr::null()) != 0 {
+        let ro =
+            libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+        if libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            ro,
+            std::ptr::null(),
+        ) != 0
+        {
             build_fail(io.status_fd, -6);
         }
         if !loopback_up() {
@@ -286,9 +319,15 @@ pub struct ExecPointers {
 impl ExecPointers {
     pub fn new(plan: &CommandPlan) -> ExecPointers {
         let to_ptrs = |v: &[CString]| {
-            v.iter().map(|s| s.as_ptr()).chain(std::iter::once(std::ptr::null())).collect()
+            v.iter()
+                .map(|s| s.as_ptr())
+                .chain(std::iter::once(std::ptr::null()))
+                .collect()
         };
-        ExecPointers { argv: to_ptrs(&plan.argv), envp: to_ptrs(&plan.envp) }
+        ExecPointers {
+            argv: to_ptrs(&plan.argv),
+            envp: to_ptrs(&plan.envp),
+        }
     }
 }
 
@@ -361,7 +400,10 @@ pub fn init_main(plan: &CommandPlan, ptrs: &ExecPointers) -> ! {
         {
             let e = sys::errno();
             libc::kill(child, libc::SIGKILL);
-            let _ = sys::write_all(status, &encode(TAG_INIT_ERROR, InitStep::WriteIdMap as i32, e));
+            let _ = sys::write_all(
+                status,
+                &encode(TAG_INIT_ERROR, InitStep::WriteIdMap as i32, e),
+            );
         }
         let _ = sys::write_all(go[1], b"g");
         libc::close(go[1]);
@@ -394,7 +436,12 @@ pub fn init_main(plan: &CommandPlan, ptrs: &ExecPointers) -> ! {
 fn write_id_map(pid: libc::pid_t, file: &[u8], contents: &CString) -> bool {
     let mut path = [0u8; 64];
     let mut digits = [0u8; 20];
-    let parts: [&[u8]; 4] = [b"/proc/", sys::format_decimal(pid as u64, &mut digits), b"/", file];
+    let parts: [&[u8]; 4] = [
+        b"/proc/",
+        sys::format_decimal(pid as u64, &mut digits),
+        b"/",
+        file,
+    ];
     let mut len = 0;
     for part in parts {
         path[len..len + part.len()].copy_from_slice(part);
@@ -422,7 +469,9 @@ fn command_main(plan: &CommandPlan, ptrs: &ExecPointers, ready: RawFd, go: RawFd
             command_fail(status, InitStep::UnshareUser);
         }
         let mut byte = [0u8; 1];
-        if sys::write_all(ready, b"r").is_err() || !matches!(sys::read_exact(go, &mut byte), Ok(true)) {
+        if sys::write_all(ready, b"r").is_err()
+            || !matches!(sys::read_exact(go, &mut byte), Ok(true))
+        {
             command_fail(status, InitStep::WriteIdMap);
         }
         libc::close(ready);
@@ -438,8 +487,15 @@ fn command_main(plan: &CommandPlan, ptrs: &ExecPointers, ready: RawFd, go: RawFd
         }
         for &(resource, value) in &plan.rlimits {
             // A CPU hard limit one second above the soft one: SIGXCPU first, then SIGKILL.
-            let hard = if resource == libc::RLIMIT_CPU { value.saturating_add(1) } else { value };
-            let limit = libc::rlimit { rlim_cur: value, rlim_max: hard };
+            let hard = if resource == libc::RLIMIT_CPU {
+                value.saturating_add(1)
+            } else {
+                value
+            };
+            let limit = libc::rlimit {
+                rlim_cur: value,
+                rlim_max: hard,
+            };
             if libc::setrlimit(resource, &limit) != 0 {
                 command_fail(status, InitStep::Rlimit);
             }
@@ -479,11 +535,19 @@ fn drop_capabilities() -> bool {
     // SAFETY: prctl and capset with valid arguments.
     unsafe {
         for cap in 0..64 {
-            if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && sys::errno() != libc::EINVAL {
+            if libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && sys::errno() != libc::EINVAL
+            {
                 return false;
             }
         }
-        if libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0 {
+        if libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        ) != 0
+        {
             return false;
         }
         #[repr(C)]
@@ -498,8 +562,15 @@ fn drop_capabilities() -> bool {
             permitted: u32,
             inheritable: u32,
         }
-        let mut header = Header { version: 0x2008_0522, pid: 0 };
-        let data = [Data { effective: 0, permitted: 0, inheritable: 0 }; 2];
+        let mut header = Header {
+            version: 0x2008_0522,
+            pid: 0,
+        };
+        let data = [Data {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        }; 2];
         if libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) != 0 {
             return false;
         }

@@ -29,7 +29,9 @@ impl std::str::FromStr for Isolation {
             "auto" => Ok(Isolation::Auto),
             "full" => Ok(Isolation::Full),
             "none" => Ok(Isolation::None),
-            other => Err(format!("unknown isolation `{other}`: expected auto, full or none")),
+            other => Err(format!(
+                "unknown isolation `{other}`: expected auto, full or none"
+            )),
         }
     }
 }
@@ -73,8 +75,10 @@ impl Default for SandboxConfig {
 impl SandboxConfig {
     /// Adds a virtualenv: mounted read-only, its `bin` first on `PATH`, `VIRTUAL_ENV` set.
     pub fn with_virtualenv(mut self, venv: PathBuf) -> SandboxConfig {
-        self.path_prefix.insert(0, venv.join("bin").to_string_lossy().into_owned());
-        self.env.insert("VIRTUAL_ENV".into(), venv.to_string_lossy().into_owned());
+        self.path_prefix
+            .insert(0, venv.join("bin").to_string_lossy().into_owned());
+        self.env
+            .insert("VIRTUAL_ENV".into(), venv.to_string_lossy().into_owned());
         self.read_only_mounts.push(venv);
         self
     }
@@ -106,10 +110,12 @@ impl SandboxConfig {
     /// Whether a workspace-relative path is left out of diffs.
     pub fn diff_ignores(&self, path: &str) -> bool {
         path.split('/').any(|component| {
-            self.diff_ignore.iter().any(|pattern| match pattern.strip_prefix('*') {
-                Some(suffix) => component.ends_with(suffix),
-                None => component == pattern,
-            })
+            self.diff_ignore
+                .iter()
+                .any(|pattern| match pattern.strip_prefix('*') {
+                    Some(suffix) => component.ends_with(suffix),
+                    None => component == pattern,
+                })
         })
     }
 }

@@ -24,16 +24,30 @@ const MAX_DIFF_FILE_BYTES: u64 = 16 << 20;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Entry {
-    File { executable: bool, content: Vec<u8> },
+    File {
+        executable: bool,
+        content: Vec<u8>,
+    },
     /// A file too large to diff: its size and a hash of its content.
-    LargeFile { executable: bool, size: u64, sha256: String },
-    Symlink { target: Vec<u8> },
+    LargeFile {
+        executable: bool,
+        size: u64,
+        sha256: String,
+    },
+    Symlink {
+        target: Vec<u8>,
+    },
 }
 
 impl Entry {
     fn git_mode(&self) -> &'static str {
         match self {
-            Entry::File { executable: true, .. } | Entry::LargeFile { executable: true, .. } => "100755",
+            Entry::File {
+                executable: true, ..
+            }
+            | Entry::LargeFile {
+                executable: true, ..
+            } => "100755",
             Entry::File { .. } | Entry::LargeFile { .. } => "100644",
             Entry::Symlink { .. } => "120000",
         }
@@ -91,8 +105,22 @@ fn render_change(change: &FileChange, out: &mut String) {
     // A change of kind (file ↔ symlink) is a deletion followed by an addition, as git does it.
     if let (Some(old), Some(new)) = (&change.old, &change.new) {
         if matches!(old, Entry::Symlink { .. }) != matches!(new, Entry::Symlink { .. }) {
-            render_change(&FileChange { path: path.clone(), old: Some(old.clone()), new: None }, out);
-            render_change(&FileChange { path: path.clone(), old: None, new: Some(new.clone()) }, out);
+            render_change(
+                &FileChange {
+                    path: path.clone(),
+                    old: Some(old.clone()),
+                    new: None,
+                },
+                out,
+            );
+            render_change(
+                &FileChange {
+                    path: path.clone(),
+                    old: None,
+                    new: Some(new.clone()),
+                },
+                out,
+            );
             return;
         }
     }
@@ -100,9 +128,11 @@ fn render_change(change: &FileChange, out: &mut String) {
     match (&change.old, &change.new) {
         (None, Some(new)) => out.push_str(&format!("new file mode {}\n", new.git_mode())),
         (Some(old), None) => out.push_str(&format!("deleted file mode {}\n", old.git_mode())),
-        (Some(old), Some(new)) if old.git_mode() != new.git_mode() => {
-            out.push_str(&format!("old mode {}\nnew mode {}\n", old.git_mode(), new.git_mode()))
-        }
+        (Some(old), Some(new)) if old.git_mode() != new.git_mode() => out.push_str(&format!(
+            "old mode {}\nnew mode {}\n",
+            old.git_mode(),
+            new.git_mode()
+        )),
         _ => {}
     }
     let old_bytes = change.old.as_ref().map(|e| e.bytes());
@@ -122,14 +152,36 @@ fn render_change(change: &FileChange, out: &mut String) {
             if old == new {
                 return; // a mode-only change
             }
-            let from = if change.old.is_some() { format!("a/{path}") } else { "/dev/null".into() };
-            let to = if change.new.is_some() { format!("b/{path}") } else { "/dev/null".into() };
+            let from = if change.old.is_some() {
+                format!("a/{path}")
+            } else {
+                "/dev/null".into()
+            };
+            let to = if change.new.is_some() {
+                format!("b/{path}")
+            } else {
+                "/dev/null".into()
+            };
             let diff = TextDiff::from_lines(old, new);
-            out.push_str(&diff.unified_diff().context_radius(3).header(&from, &to).to_string());
+            out.push_str(
+                &diff
+                    .unified_diff()
+                    .context_radius(3)
+                    .header(&from, &to)
+                    .to_string(),
+            );
         }
         _ => {
-            let from = if change.old.is_some() { format!("a/{path}") } else { "/dev/null".into() };
-            let to = if change.new.is_some() { format!("b/{path}") } else { "/dev/null".into() };
+            let from = if change.old.is_some() {
+                format!("a/{path}")
+            } else {
+                "/dev/null".into()
+            };
+            let to = if change.new.is_some() {
+                format!("b/{path}")
+            } else {
+                "/dev/null".into()
+            };
             out.push_str(&format!("Binary files {from} and {to} differ\n"));
         }
     }
@@ -138,9 +190,21 @@ fn render_change(change: &FileChange, out: &mut String) {
 /// Compares the snapshot at `pristine` with the workspace seen through `current`.
 /// `overlay_upper` says that `current` is an overlay's upper layer (whiteouts, opaque dirs,
 /// unchanged files absent) rather than a full tree.
-pub fn compute(config: &SandboxConfig, pristine: &Path, current: &Dir, overlay_upper: bool) -> Result<WorkspaceDiff> {
+pub fn compute(
+    config: &SandboxConfig,
+    pristine: &Path,
+    current: &Dir,
+    overlay_upper: bool,
+) -> Result<WorkspaceDiff> {
     let mut diff = WorkspaceDiff::default();
-    walk(config, Some(pristine), current, "", !overlay_upper, &mut diff.changes)?;
+    walk(
+        config,
+        Some(pristine),
+        current,
+        "",
+        !overlay_upper,
+        &mut diff.changes,
+    )?;
     diff.changes.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(diff)
 }
@@ -186,24 +250,37 @@ fn walk(
         let new_is_dir = new_kind == Some(Kind::Dir);
         // Directories: recurse; a directory on one side only contributes all its files.
         if old_is_dir && !new_is_dir {
-            pristine_tree(config, &pristine.unwrap_or(Path::new("")).join(&name), &path, out)?;
+            pristine_tree(
+                config,
+                &pristine.unwrap_or(Path::new("")).join(&name),
+                &path,
+                out,
+            )?;
         }
         if new_is_dir {
-            let sub = current.subdir(&name_str).map_err(|e| Error::WorkspaceFile {
-                path: path.clone(),
-                reason: describe_open_errno(e),
-            })?;
+            let sub = current
+                .subdir(&name_str)
+                .map_err(|e| Error::WorkspaceFile {
+                    path: path.clone(),
+                    reason: describe_open_errno(e),
+                })?;
             let sub_pristine = pristine.map(|p| p.join(&name)).filter(|_| old_is_dir);
             let sub_full = full || !old_is_dir || sub.is_opaque();
             walk(config, sub_pristine.as_deref(), &sub, &path, sub_full, out)?;
         }
         let old = match &old_meta {
-            Some(meta) if !meta.is_dir() => pristine_entry(&pristine.unwrap_or(Path::new("")).join(&name), meta)?,
+            Some(meta) if !meta.is_dir() => {
+                pristine_entry(&pristine.unwrap_or(Path::new("")).join(&name), meta)?
+            }
             _ => None,
         };
         let new = match new_kind {
-            Some(Kind::File { mode, size }) => Some(current_file(current, &name_str, &path, mode, size)?),
-            Some(Kind::Symlink) => Some(Entry::Symlink { target: current.read_link(&name_str)? }),
+            Some(Kind::File { mode, size }) => {
+                Some(current_file(current, &name_str, &path, mode, size)?)
+            }
+            Some(Kind::Symlink) => Some(Entry::Symlink {
+                target: current.read_link(&name_str)?,
+            }),
             _ => None,
         };
         if old != new {
@@ -215,41 +292,70 @@ fn walk(
 
 fn sha256_hex(bytes: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn pristine_entry(path: &Path, meta: &fs::Metadata) -> Result<Option<Entry>> {
     if meta.file_type().is_symlink() {
-        let target = fs::read_link(path).map_err(|e| Error::io(format!("readlink {}", path.display()), e))?;
-        return Ok(Some(Entry::Symlink { target: target.into_os_string().into_encoded_bytes() }));
+        let target = fs::read_link(path)
+            .map_err(|e| Error::io(format!("readlink {}", path.display()), e))?;
+        return Ok(Some(Entry::Symlink {
+            target: target.into_os_string().into_encoded_bytes(),
+        }));
     }
     if !meta.is_file() {
         return Ok(None);
     }
     let executable = meta.permissions().mode() & 0o111 != 0;
-    let content = fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let content =
+        fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     if meta.len() > MAX_DIFF_FILE_BYTES {
-        return Ok(Some(Entry::LargeFile { executable, size: meta.size(), sha256: sha256_hex(&content) }));
+        return Ok(Some(Entry::LargeFile {
+            executable,
+            size: meta.size(),
+            sha256: sha256_hex(&content),
+        }));
     }
-    Ok(Some(Entry::File { executable, content }))
+    Ok(Some(Entry::File {
+        executable,
+        content,
+    }))
 }
 
 fn current_file(dir: &Dir, name: &str, path: &str, mode: u32, size: u64) -> Result<Entry> {
     let executable = mode & 0o111 != 0;
     let limit = size.max(MAX_DIFF_FILE_BYTES) + 1;
-    let content = dir.read_file(name, limit).map_err(|e| Error::WorkspaceFile {
-        path: path.to_string(),
-        reason: describe_open_errno(e),
-    })?;
+    let content = dir
+        .read_file(name, limit)
+        .map_err(|e| Error::WorkspaceFile {
+            path: path.to_string(),
+            reason: describe_open_errno(e),
+        })?;
     if content.len() as u64 > MAX_DIFF_FILE_BYTES {
-        return Ok(Entry::LargeFile { executable, size: content.len() as u64, sha256: sha256_hex(&content) });
+        return Ok(Entry::LargeFile {
+            executable,
+            size: content.len() as u64,
+            sha256: sha256_hex(&content),
+        });
     }
-    Ok(Entry::File { executable, content })
+    Ok(Entry::File {
+        executable,
+        content,
+    })
 }
 
 /// Every file under a pristine directory that no longer exists in the workspace.
-fn pristine_tree(config: &SandboxConfig, dir: &Path, rel: &str, out: &mut Vec<FileChange>) -> Result<()> {
-    let listing = fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+fn pristine_tree(
+    config: &SandboxConfig,
+    dir: &Path,
+    rel: &str,
+    out: &mut Vec<FileChange>,
+) -> Result<()> {
+    let listing =
+        fs::read_dir(dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
     let mut entries: Vec<_> = listing.filter_map(|e| e.ok()).collect();
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
@@ -257,11 +363,16 @@ fn pristine_tree(config: &SandboxConfig, dir: &Path, rel: &str, out: &mut Vec<Fi
         if config.diff_ignores(&path) {
             continue;
         }
-        let meta = fs::symlink_metadata(entry.path()).map_err(|e| Error::io("stat in a snapshot", e))?;
+        let meta =
+            fs::symlink_metadata(entry.path()).map_err(|e| Error::io("stat in a snapshot", e))?;
         if meta.is_dir() {
             pristine_tree(config, &entry.path(), &path, out)?;
         } else if let Some(old) = pristine_entry(&entry.path(), &meta)? {
-            out.push(FileChange { path, old: Some(old), new: None });
+            out.push(FileChange {
+                path,
+                old: Some(old),
+                new: None,
+            });
         }
     }
     Ok(())

@@ -12,14 +12,19 @@ use std::os::unix::ffi::OsStrExt;
 use crate::error::{Error, Result};
 use crate::sys;
 
-pub const CONFINED: u64 =
-    sys::RESOLVE_BENEATH | sys::RESOLVE_NO_SYMLINKS | sys::RESOLVE_NO_MAGICLINKS | sys::RESOLVE_NO_XDEV;
+pub const CONFINED: u64 = sys::RESOLVE_BENEATH
+    | sys::RESOLVE_NO_SYMLINKS
+    | sys::RESOLVE_NO_MAGICLINKS
+    | sys::RESOLVE_NO_XDEV;
 
 /// What an entry is, read with `AT_SYMLINK_NOFOLLOW`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     Dir,
-    File { mode: u32, size: u64 },
+    File {
+        mode: u32,
+        size: u64,
+    },
     Symlink,
     /// An overlayfs whiteout: the lower entry of this name is deleted.
     Whiteout,
@@ -31,7 +36,10 @@ pub struct Dir {
 }
 
 fn cname(name: &str) -> Result<CString> {
-    CString::new(name).map_err(|_| Error::PathRefused { path: name.into(), reason: "it contains a NUL byte".into() })
+    CString::new(name).map_err(|_| Error::PathRefused {
+        path: name.into(),
+        reason: "it contains a NUL byte".into(),
+    })
 }
 
 /// Turns an errno from a confined open into a message a user can act on.
@@ -65,7 +73,12 @@ impl Dir {
     }
 
     pub fn subdir(&self, rel: &str) -> std::result::Result<Dir, i32> {
-        self.open(rel, libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW, 0).map(Dir::from_fd)
+        self.open(
+            rel,
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            0,
+        )
+        .map(Dir::from_fd)
     }
 
     /// Names in this directory, sorted (`.` and `..` left out).
@@ -87,14 +100,22 @@ impl Dir {
         // SAFETY: zeroed stat is valid; fstatat fills it.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
         // SAFETY: valid descriptor, C string and out-pointer.
-        let r = unsafe { libc::fstatat(self.raw(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
+        let r =
+            unsafe { libc::fstatat(self.raw(), c.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) };
         if r != 0 {
             let e = sys::errno();
-            return if e == libc::ENOENT { Ok(None) } else { Err(Error::os("stat in the workspace", e)) };
+            return if e == libc::ENOENT {
+                Ok(None)
+            } else {
+                Err(Error::os("stat in the workspace", e))
+            };
         }
         Ok(Some(match st.st_mode & libc::S_IFMT {
             libc::S_IFDIR => Kind::Dir,
-            libc::S_IFREG => Kind::File { mode: st.st_mode & 0o7777, size: st.st_size as u64 },
+            libc::S_IFREG => Kind::File {
+                mode: st.st_mode & 0o7777,
+                size: st.st_size as u64,
+            },
             libc::S_IFLNK => Kind::Symlink,
             libc::S_IFCHR if st.st_rdev == 0 => Kind::Whiteout,
             _ => Kind::Other,
@@ -105,7 +126,9 @@ impl Dir {
     pub fn read_file(&self, rel: &str, max_bytes: u64) -> std::result::Result<Vec<u8>, i32> {
         let fd = self.open(rel, libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK, 0)?;
         let mut file = std::fs::File::from(fd);
-        let meta = file.metadata().map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
         if !meta.is_file() {
             return Err(libc::EINVAL);
         }
@@ -127,7 +150,8 @@ impl Dir {
         let c = cname(name)?;
         let mut buf = vec![0u8; libc::PATH_MAX as usize];
         // SAFETY: valid descriptor, C string and buffer.
-        let n = unsafe { libc::readlinkat(self.raw(), c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        let n =
+            unsafe { libc::readlinkat(self.raw(), c.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
         if n < 0 {
             return Err(Error::os("readlink in the workspace", sys::errno()));
         }
@@ -140,7 +164,14 @@ impl Dir {
         let mut value = [0u8; 4];
         for attr in [c"trusted.overlay.opaque", c"user.overlay.opaque"] {
             // SAFETY: valid descriptor, attribute name and buffer.
-            let n = unsafe { libc::fgetxattr(self.raw(), attr.as_ptr(), value.as_mut_ptr().cast(), value.len()) };
+            let n = unsafe {
+                libc::fgetxattr(
+                    self.raw(),
+                    attr.as_ptr(),
+                    value.as_mut_ptr().cast(),
+                    value.len(),
+                )
+            };
             if n >= 1 && value[0] == b'y' {
                 return true;
             }

@@ -26,13 +26,22 @@ pub enum Error {
     Snapshot { path: PathBuf, message: String },
 
     #[error("system call failed while {context}: {source}")]
-    Os { context: String, source: std::io::Error },
+    Os {
+        context: String,
+        source: std::io::Error,
+    },
 
     #[error("I/O error while {context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
 
     #[error("sandbox setup failed at {step}: {source}")]
-    Setup { step: String, source: std::io::Error },
+    Setup {
+        step: String,
+        source: std::io::Error,
+    },
 
     #[error("the episode was already destroyed")]
     Destroyed,
@@ -40,10 +49,16 @@ pub enum Error {
 
 impl Error {
     pub(crate) fn os(context: impl Into<String>, errno: i32) -> Error {
-        Error::Os { context: context.into(), source: std::io::Error::from_raw_os_error(errno) }
+        Error::Os {
+            context: context.into(),
+            source: std::io::Error::from_raw_os_error(errno),
+        }
     }
 
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Error {
-        Error::Io { context: context.into(), source }
+        Error::Io {
+            context: context.into(),
+            source,
+        }
     }
 }

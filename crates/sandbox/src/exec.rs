@@ -21,7 +21,10 @@ pub struct ExecRequest {
 
 impl ExecRequest {
     pub fn new<S: Into<String>>(argv: impl IntoIterator<Item = S>) -> ExecRequest {
-        ExecRequest { argv: argv.into_iter().map(Into::into).collect(), ..ExecRequest::default() }
+        ExecRequest {
+            argv: argv.into_iter().map(Into::into).collect(),
+            ..ExecRequest::default()
+        }
     }
 
     /// A shell command line run by `bash -c`.
@@ -52,7 +55,9 @@ pub enum ExitStatus {
     Exited(i32),
     Signaled(i32),
     /// The command never started: the program was not found or could not be executed.
-    NotStarted { errno: i32 },
+    NotStarted {
+        errno: i32,
+    },
 }
 
 impl ExitStatus {

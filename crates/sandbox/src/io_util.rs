@@ -44,7 +44,9 @@ async fn read_stream<R: AsyncRead + Unpin>(
             Ok(0) | Err(_) => break,
             Ok(n) => {
                 capture.push(&buf[..n]);
-                if capture.total() > limits.output_kill_bytes && !exceeded.swap(true, Ordering::SeqCst) {
+                if capture.total() > limits.output_kill_bytes
+                    && !exceeded.swap(true, Ordering::SeqCst)
+                {
                     kill();
                 }
             }
@@ -70,13 +72,24 @@ where
     Fut: Future<Output = Result<()>>,
 {
     let as_receiver = |fd: OwnedFd| {
-        tokio::net::unix::pipe::Receiver::from_owned_fd(fd).map_err(|e| Error::io("reading command output", e))
+        tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
+            .map_err(|e| Error::io("reading command output", e))
     };
     let stdout = as_receiver(stdout)?;
     let stderr = as_receiver(stderr)?;
     let stdin = tokio::net::unix::pipe::Sender::from_owned_fd(stdin)
         .map_err(|e| Error::io("writing command input", e))?;
-    supervise_streams(limits, timeout, stdin_bytes, stdin, stdout, stderr, kill, wait).await
+    supervise_streams(
+        limits,
+        timeout,
+        stdin_bytes,
+        stdin,
+        stdout,
+        stderr,
+        kill,
+        wait,
+    )
+    .await
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -118,7 +131,12 @@ where
         read_stream(stderr, limits, &kill, &exceeded),
         watch
     );
-    Ok(Outcome { stdout: out, stderr: err, timed_out: timed_out?, output_exceeded: exceeded.load(Ordering::SeqCst) })
+    Ok(Outcome {
+        stdout: out,
+        stderr: err,
+        timed_out: timed_out?,
+        output_exceeded: exceeded.load(Ordering::SeqCst),
+    })
 }
 
 /// Puts a command's result together and names the limit that ended it, if any.
@@ -142,7 +160,9 @@ pub(crate) fn assemble(
     } else {
         match status {
             ExitStatus::Signaled(libc::SIGXCPU) => Some(LimitKind::CpuTime),
-            ExitStatus::Signaled(libc::SIGKILL) if cpu_time.as_secs() >= limits.cpu_seconds => Some(LimitKind::CpuTime),
+            ExitStatus::Signaled(libc::SIGKILL) if cpu_time.as_secs() >= limits.cpu_seconds => {
+                Some(LimitKind::CpuTime)
+            }
             ExitStatus::Signaled(libc::SIGXFSZ) => Some(LimitKind::FileSize),
             _ => None,
         }
@@ -171,13 +191,18 @@ pub(crate) fn write_confined(
     owner: Option<(u32, u32)>,
 ) -> Result<()> {
     let rel = crate::paths::normalise(path)?;
-    let refuse = |errno: i32| Error::WorkspaceFile { path: rel.clone(), reason: describe_open_errno(errno) };
+    let refuse = |errno: i32| Error::WorkspaceFile {
+        path: rel.clone(),
+        reason: describe_open_errno(errno),
+    };
     let chown = |fd: i32, name: Option<&CString>| {
         if let Some((uid, gid)) = owner {
             // SAFETY: valid descriptor and (optional) C string.
             unsafe {
                 match name {
-                    Some(name) => libc::fchownat(fd, name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW),
+                    Some(name) => {
+                        libc::fchownat(fd, name.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW)
+                    }
                     None => libc::fchown(fd, uid, gid),
                 };
             }
@@ -189,11 +214,20 @@ pub(crate) fn write_confined(
         match root.subdir(&prefix) {
             Ok(_) => continue,
             Err(libc::ENOENT) => {
-                let parent = if depth == 1 { None } else { Some(root.subdir(&components[..depth - 1].join("/")).map_err(refuse)?) };
+                let parent = if depth == 1 {
+                    None
+                } else {
+                    Some(
+                        root.subdir(&components[..depth - 1].join("/"))
+                            .map_err(refuse)?,
+                    )
+                };
                 let parent_fd = parent.as_ref().map_or(root.raw(), |d| d.raw());
                 let name = CString::new(components[depth - 1]).map_err(|_| refuse(libc::EINVAL))?;
                 // SAFETY: valid descriptor and C string; mkdirat never follows the last component.
-                if unsafe { libc::mkdirat(parent_fd, name.as_ptr(), 0o755) } != 0 && sys::errno() != libc::EEXIST {
+                if unsafe { libc::mkdirat(parent_fd, name.as_ptr(), 0o755) } != 0
+                    && sys::errno() != libc::EEXIST
+                {
                     return Err(refuse(sys::errno()));
                 }
                 chown(parent_fd, Some(&name));
@@ -203,12 +237,18 @@ pub(crate) fn write_confined(
     }
     let mode = if executable { 0o755 } else { 0o644 };
     let fd = root
-        .open(&rel, libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW, mode)
+        .open(
+            &rel,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_NOFOLLOW,
+            mode,
+        )
         .map_err(refuse)?;
     chown(fd.as_raw_fd(), None);
     let mut file = std::fs::File::from(fd);
-    std::io::Write::write_all(&mut file, contents).map_err(|e| Error::io(format!("writing {rel}"), e))?;
+    std::io::Write::write_all(&mut file, contents)
+        .map_err(|e| Error::io(format!("writing {rel}"), e))?;
     let perms = std::os::unix::fs::PermissionsExt::from_mode(mode);
-    file.set_permissions(perms).map_err(|e| Error::io(format!("chmod {rel}"), e))?;
+    file.set_permissions(perms)
+        .map_err(|e| Error::io(format!("chmod {rel}"), e))?;
     Ok(())
 }

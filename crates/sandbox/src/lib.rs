@@ -91,7 +91,10 @@ impl std::fmt::Display for IsolationReport {
 }
 
 enum Backend {
-    Namespaces { cgroups: Option<CgroupSupport>, stage_dir: PathBuf },
+    Namespaces {
+        cgroups: Option<CgroupSupport>,
+        stage_dir: PathBuf,
+    },
     Local,
 }
 
@@ -109,9 +112,17 @@ pub struct Sandbox {
 fn can_use_namespaces() -> std::result::Result<(), String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        return Err("the namespace backend needs root (to mount the overlay and map the sandbox user)".into());
+        return Err(
+            "the namespace backend needs root (to mount the overlay and map the sandbox user)"
+                .into(),
+        );
     }
-    for path in ["/proc/self/ns/user", "/proc/self/ns/mnt", "/proc/self/ns/pid", "/proc/self/ns/net"] {
+    for path in [
+        "/proc/self/ns/user",
+        "/proc/self/ns/mnt",
+        "/proc/self/ns/pid",
+        "/proc/self/ns/net",
+    ] {
         if std::fs::metadata(path).is_err() {
             return Err(format!("the kernel lacks {path}"));
         }
@@ -129,8 +140,16 @@ impl Sandbox {
                     level: IsolationLevel::None,
                     namespaces: vec![],
                     cgroups: vec![],
-                    rlimits: vec!["cpu".into(), "fsize".into(), "nofile".into(), "as".into(), "nproc".into()],
-                    notes: vec!["--isolation none: commands run as the calling user on the host".into()],
+                    rlimits: vec![
+                        "cpu".into(),
+                        "fsize".into(),
+                        "nofile".into(),
+                        "as".into(),
+                        "nproc".into(),
+                    ],
+                    notes: vec![
+                        "--isolation none: commands run as the calling user on the host".into(),
+                    ],
                 },
             ),
             requested => {
@@ -149,29 +168,60 @@ impl Sandbox {
                 let stage_dir = config.runtime_dir.join(format!("stage-{pid}"));
                 std::fs::create_dir_all(&stage_dir)
                     .map_err(|e| Error::io(format!("creating {}", stage_dir.display()), e))?;
-                let mut rlimits = vec!["cpu".to_string(), "fsize".into(), "nofile".into(), "core".into()];
+                let mut rlimits = vec![
+                    "cpu".to_string(),
+                    "fsize".into(),
+                    "nofile".into(),
+                    "core".into(),
+                ];
                 if !complete {
                     rlimits.extend(["as".to_string(), "nproc".into()]);
                 }
                 let report = IsolationReport {
-                    level: if complete { IsolationLevel::Full } else { IsolationLevel::NamespacesWithoutCgroups },
-                    namespaces: ["user", "mount", "pid", "net", "ipc", "uts"].map(String::from).to_vec(),
-                    cgroups: if complete { vec!["memory".into(), "pids".into()] } else { vec![] },
+                    level: if complete {
+                        IsolationLevel::Full
+                    } else {
+                        IsolationLevel::NamespacesWithoutCgroups
+                    },
+                    namespaces: ["user", "mount", "pid", "net", "ipc", "uts"]
+                        .map(String::from)
+                        .to_vec(),
+                    cgroups: if complete {
+                        vec!["memory".into(), "pids".into()]
+                    } else {
+                        vec![]
+                    },
                     rlimits,
-                    notes: if complete { vec![] } else { support.notes.clone() },
+                    notes: if complete {
+                        vec![]
+                    } else {
+                        support.notes.clone()
+                    },
                 };
                 (
-                    Backend::Namespaces { cgroups: complete.then_some(support), stage_dir },
+                    Backend::Namespaces {
+                        cgroups: complete.then_some(support),
+                        stage_dir,
+                    },
                     report,
                 )
             }
         };
         tracing::info!(%report, "sandbox ready");
         let config = Arc::new(config);
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
         // The config's heap address is unique among live sandboxes of this process.
         let instance = format!("{pid}-{:x}-{nanos:x}", Arc::as_ptr(&config) as usize);
-        Ok(Sandbox { config, limits, backend, report, next_episode: AtomicU64::new(0), instance })
+        Ok(Sandbox {
+            config,
+            limits,
+            backend,
+            report,
+            next_episode: AtomicU64::new(0),
+            instance,
+        })
     }
 
     pub fn isolation(&self) -> &IsolationReport {
@@ -195,15 +245,22 @@ impl Sandbox {
         let n = self.next_episode.fetch_add(1, Ordering::Relaxed);
         let id = format!("ep-{}-{n}", self.instance);
         let inner = match &self.backend {
-            Backend::Namespaces { cgroups, stage_dir } => Inner::Namespaces(namespace::NsEpisode::create(
-                id.clone(),
+            Backend::Namespaces { cgroups, stage_dir } => {
+                Inner::Namespaces(namespace::NsEpisode::create(
+                    id.clone(),
+                    snapshot,
+                    self.config.clone(),
+                    limits,
+                    cgroups.as_ref(),
+                    stage_dir,
+                )?)
+            }
+            Backend::Local => Inner::Local(local::LocalEpisode::create(
+                &id,
                 snapshot,
                 self.config.clone(),
                 limits,
-                cgroups.as_ref(),
-                stage_dir,
             )?),
-            Backend::Local => Inner::Local(local::LocalEpisode::create(&id, snapshot, self.config.clone(), limits)?),
         };
         tracing::debug!(episode = %id, snapshot = %snapshot.id, "episode created");
         Ok(Episode { id, inner })

@@ -26,12 +26,18 @@ pub(crate) struct LocalEpisode {
 }
 
 impl LocalEpisode {
-    pub fn create(id: &str, snapshot: &Snapshot, config: Arc<SandboxConfig>, limits: Limits) -> Result<LocalEpisode> {
+    pub fn create(
+        id: &str,
+        snapshot: &Snapshot,
+        config: Arc<SandboxConfig>,
+        limits: Limits,
+    ) -> Result<LocalEpisode> {
         let parent = config.runtime_dir.join("local");
         let store = SnapshotStore::new(&parent, None);
         // A copy published under the episode id; never shared with another episode.
         let copy = store.import_dir(&snapshot.path, Some(id))?;
-        let root = std::fs::File::open(&copy.path).map_err(|e| Error::io(format!("opening {}", copy.path.display()), e))?;
+        let root = std::fs::File::open(&copy.path)
+            .map_err(|e| Error::io(format!("opening {}", copy.path.display()), e))?;
         Ok(LocalEpisode {
             snapshot: snapshot.clone(),
             config,
@@ -46,7 +52,8 @@ impl LocalEpisode {
     }
 
     pub async fn exec(&self, request: &ExecRequest) -> Result<ExecResult> {
-        let prepared = crate::namespace::prepare_command(&self.config, &self.limits, request, false)?;
+        let prepared =
+            crate::namespace::prepare_command(&self.config, &self.limits, request, false)?;
         let mut command = tokio::process::Command::new(&request.argv[0]);
         command
             .args(&request.argv[1..])
@@ -66,7 +73,10 @@ impl LocalEpisode {
         unsafe {
             command.pre_exec(move || {
                 for &(resource, value) in &rlimits {
-                    let limit = libc::rlimit { rlim_cur: value, rlim_max: value };
+                    let limit = libc::rlimit {
+                        rlim_cur: value,
+                        rlim_max: value,
+                    };
                     if libc::setrlimit(resource, &limit) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }
@@ -86,7 +96,16 @@ impl LocalEpisode {
                     output_exceeded: false,
                 };
                 let status = ExitStatus::NotStarted { errno };
-                return Ok(io_util::assemble(&self.limits, outcome, status, started.elapsed(), Duration::ZERO, false, 0, None));
+                return Ok(io_util::assemble(
+                    &self.limits,
+                    outcome,
+                    status,
+                    started.elapsed(),
+                    Duration::ZERO,
+                    false,
+                    0,
+                    None,
+                ));
             }
         };
         let pgid = child.id().map_or(0, |p| p as i32);
@@ -96,21 +115,43 @@ impl LocalEpisode {
                 unsafe { libc::kill(-pgid, libc::SIGKILL) };
             }
         };
-        let stdin = child.stdin.take().ok_or_else(|| Error::io("stdin", std::io::Error::other("missing")))?;
-        let stdout = child.stdout.take().ok_or_else(|| Error::io("stdout", std::io::Error::other("missing")))?;
-        let stderr = child.stderr.take().ok_or_else(|| Error::io("stderr", std::io::Error::other("missing")))?;
-        let timeout = request.timeout.map_or(self.limits.timeout, |t| t.min(self.limits.timeout));
+        let stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| Error::io("stdin", std::io::Error::other("missing")))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| Error::io("stdout", std::io::Error::other("missing")))?;
+        let stderr = child
+            .stderr
+            .take()
+            .ok_or_else(|| Error::io("stderr", std::io::Error::other("missing")))?;
+        let timeout = request
+            .timeout
+            .map_or(self.limits.timeout, |t| t.min(self.limits.timeout));
         let status_cell = std::sync::Mutex::new(None);
         let wait = async {
-            let status = child.wait().await.map_err(|e| Error::io("waiting for a command", e))?;
+            let status = child
+                .wait()
+                .await
+                .map_err(|e| Error::io("waiting for a command", e))?;
             // Background jobs of the group die with the command, as in the isolated backend.
             kill_group();
             *status_cell.lock().expect("not poisoned") = Some(status);
             Ok(())
         };
-        let outcome =
-            io_util::supervise_streams(&self.limits, timeout, &request.stdin, stdin, stdout, stderr, kill_group, wait)
-                .await?;
+        let outcome = io_util::supervise_streams(
+            &self.limits,
+            timeout,
+            &request.stdin,
+            stdin,
+            stdout,
+            stderr,
+            kill_group,
+            wait,
+        )
+        .await?;
         use std::os::unix::process::ExitStatusExt;
         let status = match status_cell.into_inner().expect("not poisoned") {
             Some(s) => match (s.code(), s.signal()) {
@@ -120,12 +161,26 @@ impl LocalEpisode {
             },
             None => ExitStatus::Signaled(libc::SIGKILL),
         };
-        Ok(io_util::assemble(&self.limits, outcome, status, started.elapsed(), Duration::ZERO, false, 0, None))
+        Ok(io_util::assemble(
+            &self.limits,
+            outcome,
+            status,
+            started.elapsed(),
+            Duration::ZERO,
+            false,
+            0,
+            None,
+        ))
     }
 
     pub fn read_file(&self, path: &str, max_bytes: u64) -> Result<Vec<u8>> {
         let rel = crate::paths::normalise(path)?;
-        self.root.read_file(&rel, max_bytes).map_err(|e| Error::WorkspaceFile { path: rel.clone(), reason: describe_open_errno(e) })
+        self.root
+            .read_file(&rel, max_bytes)
+            .map_err(|e| Error::WorkspaceFile {
+                path: rel.clone(),
+                reason: describe_open_errno(e),
+            })
     }
 
     pub fn write_file(&self, path: &str, contents: &[u8], executable: bool) -> Result<()> {
@@ -140,7 +195,10 @@ impl LocalEpisode {
         match std::fs::remove_dir_all(&self.workspace) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::io(format!("removing {}", self.workspace.display()), e)),
+            Err(e) => Err(Error::io(
+                format!("removing {}", self.workspace.display()),
+                e,
+            )),
         }
     }
 }

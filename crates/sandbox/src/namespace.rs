@@ -94,14 +94,16 @@ impl Drop for ChildGuard {
 
 fn open_ns(pid: libc::pid_t, kind: &str) -> Result<OwnedFd> {
     let path = format!("/proc/{pid}/ns/{kind}");
-    std::fs::File::open(&path).map(OwnedFd::from).map_err(|e| Error::io(format!("opening {path}"), e))
+    std::fs::File::open(&path)
+        .map(OwnedFd::from)
+        .map_err(|e| Error::io(format!("opening {path}"), e))
 }
 
 fn builder_failure(plan: &RootfsPlan, index: i32, errno: i32) -> Error {
     let step = match index {
         -1 => "making the mount tree private".to_string(),
         -2 => "opening the workspace layers".to_string(),
-        -3 | -4 | -5 => "pivot_root into the episode root".to_string(),
+        -5..=-3 => "pivot_root into the episode root".to_string(),
         -6 => "remounting the root read-only".to_string(),
         -7 => "bringing up the loopback interface".to_string(),
         -8 => "setting the host name".to_string(),
@@ -110,7 +112,10 @@ fn builder_failure(plan: &RootfsPlan, index: i32, errno: i32) -> Error {
             .get(i as usize)
             .map_or_else(|| format!("step {i}"), |s| format!("{s:?}")),
     };
-    Error::Setup { step, source: std::io::Error::from_raw_os_error(errno) }
+    Error::Setup {
+        step,
+        source: std::io::Error::from_raw_os_error(errno),
+    }
 }
 
 impl NsEpisode {
@@ -132,21 +137,33 @@ impl NsEpisode {
             }
             e
         };
-        let plan = RootfsPlan::build(&config, &limits, &snapshot.path, stage_dir).map_err(cleanup)?;
+        let plan =
+            RootfsPlan::build(&config, &limits, &snapshot.path, stage_dir).map_err(cleanup)?;
         let (status_r, status_w) = pipe().map_err(cleanup)?;
         let (hold_r, hold_w) = pipe().map_err(cleanup)?;
         let mut keep = vec![status_w.as_raw_fd(), hold_r.as_raw_fd()];
         keep.sort_unstable();
-        let io = BuilderIo { keep, status_fd: status_w.as_raw_fd(), hold_fd: hold_r.as_raw_fd() };
+        let io = BuilderIo {
+            keep,
+            status_fd: status_w.as_raw_fd(),
+            hold_fd: hold_r.as_raw_fd(),
+        };
         let flags = (libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWUTS) as u64;
         // SAFETY: the child only runs `builder_main`, which makes system calls on `plan` and `io`.
         let (pid, pidfd) = match unsafe { sys::clone3_fork(flags) } {
             Ok(sys::Forked::Child) => child::builder_main(&plan, &io),
             Ok(sys::Forked::Parent { pid, pidfd }) => (pid, pidfd),
-            Err(e) => return Err(cleanup(Error::os("creating the episode namespaces (clone3)", e))),
+            Err(e) => {
+                return Err(cleanup(Error::os(
+                    "creating the episode namespaces (clone3)",
+                    e,
+                )))
+            }
         };
         // SAFETY: clone3 handed us a fresh pidfd that we now own.
-        let mut guard = ChildGuard { pidfd: Some(unsafe { OwnedFd::from_raw_fd(pidfd) }) };
+        let mut guard = ChildGuard {
+            pidfd: Some(unsafe { OwnedFd::from_raw_fd(pidfd) }),
+        };
         drop(status_w);
         drop(hold_r);
         let mut record = [0u8; child::RECORD_LEN];
@@ -165,7 +182,8 @@ impl NsEpisode {
         let result = (|| {
             let raw_pidfd = guard.pidfd.as_ref().map_or(-1, |f| f.as_raw_fd());
             let take = |fd: RawFd| -> Result<OwnedFd> {
-                let got = sys::pidfd_getfd(raw_pidfd, fd).map_err(|e| Error::os("pidfd_getfd", e))?;
+                let got =
+                    sys::pidfd_getfd(raw_pidfd, fd).map_err(|e| Error::os("pidfd_getfd", e))?;
                 // SAFETY: pidfd_getfd returned a fresh descriptor that we now own.
                 Ok(unsafe { OwnedFd::from_raw_fd(got) })
             };
@@ -200,7 +218,8 @@ impl NsEpisode {
 
     /// Everything up to the command's start; synchronous, so no raw pointer crosses an await.
     fn start(&self, request: &ExecRequest) -> Result<Started> {
-        let prepared = prepare_command(&self.config, &self.limits, request, self.cgroups.is_some())?;
+        let prepared =
+            prepare_command(&self.config, &self.limits, request, self.cgroups.is_some())?;
         let (stdin_r, stdin_w) = pipe()?;
         let (stdout_r, stdout_w) = pipe()?;
         let (stderr_r, stderr_w) = pipe()?;
@@ -246,7 +265,10 @@ impl NsEpisode {
         let pointers = ExecPointers::new(&plan);
         let counters_before = self.cgroups.as_ref().map(|g| {
             g.reset_peak_memory();
-            (g.oom_kills().unwrap_or(0), g.process_limit_hits().unwrap_or(0))
+            (
+                g.oom_kills().unwrap_or(0),
+                g.process_limit_hits().unwrap_or(0),
+            )
         });
         let started = Instant::now();
         let flags = (libc::CLONE_NEWPID | libc::CLONE_NEWIPC) as u64;
@@ -257,16 +279,37 @@ impl NsEpisode {
             Err(e) => return Err(Error::os("starting a command (clone3)", e)),
         };
         // SAFETY: clone3 handed us a fresh pidfd that we now own.
-        let guard = ChildGuard { pidfd: Some(unsafe { OwnedFd::from_raw_fd(pidfd) }) };
+        let guard = ChildGuard {
+            pidfd: Some(unsafe { OwnedFd::from_raw_fd(pidfd) }),
+        };
         drop((stdin_r, stdout_w, stderr_w, status_w, cgroup_fds));
-        Ok(Started { guard, pidfd, started, counters_before, stdin_w, stdout_r, stderr_r, status_r })
+        Ok(Started {
+            guard,
+            pidfd,
+            started,
+            counters_before,
+            stdin_w,
+            stdout_r,
+            stderr_r,
+            status_r,
+        })
     }
 
     pub async fn exec(&self, request: &ExecRequest) -> Result<ExecResult> {
-        let Started { mut guard, pidfd, started, counters_before, stdin_w, stdout_r, stderr_r, status_r } =
-            self.start(request)?;
+        let Started {
+            mut guard,
+            pidfd,
+            started,
+            counters_before,
+            stdin_w,
+            stdout_r,
+            stderr_r,
+            status_r,
+        } = self.start(request)?;
 
-        let timeout = request.timeout.map_or(self.limits.timeout, |t| t.min(self.limits.timeout));
+        let timeout = request
+            .timeout
+            .map_or(self.limits.timeout, |t| t.min(self.limits.timeout));
         let raw_pidfd = pidfd;
         let outcome = io_util::supervise(
             &self.limits,
@@ -301,8 +344,12 @@ impl NsEpisode {
                     status = Some(ExitStatus::NotStarted { errno: b })
                 }
                 child::TAG_COMMAND_ERROR | child::TAG_INIT_ERROR if !outcome.killed() => {
-                    let step = InitStep::from_code(a).map_or_else(|| format!("step {a}"), |s| format!("{s:?}"));
-                    return Err(Error::Setup { step, source: std::io::Error::from_raw_os_error(b) });
+                    let step = InitStep::from_code(a)
+                        .map_or_else(|| format!("step {a}"), |s| format!("{s:?}"));
+                    return Err(Error::Setup {
+                        step,
+                        source: std::io::Error::from_raw_os_error(b),
+                    });
                 }
                 _ => {}
             }
@@ -311,7 +358,10 @@ impl NsEpisode {
         let (oom_killed, process_limit_hits) = match (counters_before, &self.cgroups) {
             (Some((oom, hits)), Some(groups)) => (
                 groups.oom_kills().unwrap_or(0) > oom,
-                groups.process_limit_hits().unwrap_or(0).saturating_sub(hits),
+                groups
+                    .process_limit_hits()
+                    .unwrap_or(0)
+                    .saturating_sub(hits),
             ),
             _ => (false, 0),
         };
@@ -332,7 +382,10 @@ impl NsEpisode {
         let rel = crate::paths::normalise(path)?;
         self.merged
             .read_file(&rel, max_bytes)
-            .map_err(|e| Error::WorkspaceFile { path: rel.clone(), reason: describe_open_errno(e) })
+            .map_err(|e| Error::WorkspaceFile {
+                path: rel.clone(),
+                reason: describe_open_errno(e),
+            })
     }
 
     pub fn write_file(&self, path: &str, contents: &[u8], executable: bool) -> Result<()> {
@@ -374,14 +427,20 @@ async fn wait_readable(pidfd: RawFd) -> Result<()> {
         }
     }
     // SAFETY: the caller's guard keeps the pidfd open until after this future completes.
-    let async_fd = unsafe { AsyncFd::register_with_interest(Borrowed(pidfd), tokio::io::Interest::READABLE) }
-        .map_err(|e| Error::io("watching a sandbox process", e.into()))?;
-    let _ready = async_fd.readable().await.map_err(|e| Error::io("waiting for a sandbox process", e))?;
+    let async_fd =
+        unsafe { AsyncFd::register_with_interest(Borrowed(pidfd), tokio::io::Interest::READABLE) }
+            .map_err(|e| Error::io("watching a sandbox process", e.into()))?;
+    let _ready = async_fd
+        .readable()
+        .await
+        .map_err(|e| Error::io("waiting for a sandbox process", e))?;
     Ok(())
 }
 
 fn cstring(text: String) -> Result<CString> {
-    CString::new(text).map_err(|_| Error::InvalidConfig { message: "a NUL byte in a command or environment".into() })
+    CString::new(text).map_err(|_| Error::InvalidConfig {
+        message: "a NUL byte in a command or environment".into(),
+    })
 }
 
 /// Arguments, environment, program candidates, directory and rlimits of one command.
@@ -407,14 +466,29 @@ pub(crate) fn prepare_command(
         vec![cstring(program.clone())?]
     } else {
         env.get("PATH")
-            .map(|p| p.split(':').filter(|d| !d.is_empty()).map(|d| cstring(format!("{d}/{program}"))).collect())
+            .map(|p| {
+                p.split(':')
+                    .filter(|d| !d.is_empty())
+                    .map(|d| cstring(format!("{d}/{program}")))
+                    .collect()
+            })
             .transpose()?
             .unwrap_or_default()
     };
-    let argv = request.argv.iter().cloned().map(cstring).collect::<Result<Vec<_>>>()?;
-    let envp = env.iter().map(|(k, v)| cstring(format!("{k}={v}"))).collect::<Result<Vec<_>>>()?;
+    let argv = request
+        .argv
+        .iter()
+        .cloned()
+        .map(cstring)
+        .collect::<Result<Vec<_>>>()?;
+    let envp = env
+        .iter()
+        .map(|(k, v)| cstring(format!("{k}={v}")))
+        .collect::<Result<Vec<_>>>()?;
     let cwd = match &request.cwd {
-        Some(dir) if !dir.is_empty() && dir != "." => format!("{WORKSPACE}/{}", crate::paths::normalise(dir)?),
+        Some(dir) if !dir.is_empty() && dir != "." => {
+            format!("{WORKSPACE}/{}", crate::paths::normalise(dir)?)
+        }
         _ => WORKSPACE.to_string(),
     };
     let mut rlimits = vec![
@@ -433,10 +507,18 @@ pub(crate) fn prepare_command(
         // SAFETY: zeroed rlimit is valid; getrlimit fills it.
         let mut current: libc::rlimit = unsafe { std::mem::zeroed() };
         // SAFETY: valid resource and out-pointer.
-        if unsafe { libc::getrlimit(*resource, &mut current) } == 0 && current.rlim_max != libc::RLIM_INFINITY {
+        if unsafe { libc::getrlimit(*resource, &mut current) } == 0
+            && current.rlim_max != libc::RLIM_INFINITY
+        {
             let headroom = u64::from(*resource == libc::RLIMIT_CPU);
             *value = (*value).min(current.rlim_max.saturating_sub(headroom));
         }
     }
-    Ok(PreparedCommand { candidates, argv, envp, cwd: cstring(cwd)?, rlimits })
+    Ok(PreparedCommand {
+        candidates,
+        argv,
+        envp,
+        cwd: cstring(cwd)?,
+        rlimits,
+    })
 }

@@ -27,7 +27,10 @@ impl Captured {
     pub fn to_text(&self) -> String {
         let mut out = String::from_utf8_lossy(&self.head).into_owned();
         if self.is_truncated() {
-            out.push_str(&format!("\n[... {} bytes elided ...]\n", self.elided_bytes()));
+            out.push_str(&format!(
+                "\n[... {} bytes elided ...]\n",
+                self.elided_bytes()
+            ));
         }
         out.push_str(&String::from_utf8_lossy(&self.tail));
         out
@@ -72,7 +75,8 @@ impl Capture {
         }
         if bytes.len() >= self.tail_limit {
             self.ring.clear();
-            self.ring.extend_from_slice(&bytes[bytes.len() - self.tail_limit..]);
+            self.ring
+                .extend_from_slice(&bytes[bytes.len() - self.tail_limit..]);
             self.ring_start = 0;
             return;
         }
@@ -90,7 +94,11 @@ impl Capture {
         let mut tail = Vec::with_capacity(self.ring.len());
         tail.extend_from_slice(&self.ring[self.ring_start..]);
         tail.extend_from_slice(&self.ring[..self.ring_start]);
-        Captured { head: self.head, tail, total_bytes: self.total }
+        Captured {
+            head: self.head,
+            tail,
+            total_bytes: self.total,
+        }
     }
 }
 
@@ -108,8 +116,14 @@ mod tests {
         let want_head = &input[..head.min(input.len())];
         let rest = &input[want_head.len()..];
         let want_tail = &rest[rest.len().saturating_sub(tail)..];
-        assert_eq!(got.head, want_head, "head of {input:?} ({head}/{tail}/{chunk})");
-        assert_eq!(got.tail, want_tail, "tail of {input:?} ({head}/{tail}/{chunk})");
+        assert_eq!(
+            got.head, want_head,
+            "head of {input:?} ({head}/{tail}/{chunk})"
+        );
+        assert_eq!(
+            got.tail, want_tail,
+            "tail of {input:?} ({head}/{tail}/{chunk})"
+        );
         assert_eq!(got.total_bytes, input.len() as u64);
         assert_eq!(got.elided_bytes(), (rest.len() - want_tail.len()) as u64);
     }
@@ -117,7 +131,15 @@ mod tests {
     #[test]
     fn head_and_tail_are_kept_whatever_the_chunking() {
         let data: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
-        for (head, tail) in [(0, 0), (10, 0), (0, 10), (10, 10), (100, 7), (2000, 5), (3, 999)] {
+        for (head, tail) in [
+            (0, 0),
+            (10, 0),
+            (0, 10),
+            (10, 10),
+            (100, 7),
+            (2000, 5),
+            (3, 999),
+        ] {
             for chunk in [1, 3, 7, 64, 1000] {
                 check(&data, head, tail, chunk);
                 check(&data[..5], head, tail, chunk);
@@ -130,6 +152,9 @@ mod tests {
     fn text_marks_elision() {
         let mut capture = Capture::new(3, 3);
         capture.push(b"abcdefghij");
-        assert_eq!(capture.finish().to_text(), "abc\n[... 4 bytes elided ...]\nhij");
+        assert_eq!(
+            capture.finish().to_text(),
+            "abc\n[... 4 bytes elided ...]\nhij"
+        );
     }
 }

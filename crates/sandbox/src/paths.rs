@@ -7,12 +7,17 @@ use crate::error::{Error, Result};
 
 /// Checks and normalises a workspace-relative path (`./a//b/` → `a/b`).
 pub fn normalise(path: &str) -> Result<String> {
-    let refuse = |reason: &str| Error::PathRefused { path: path.to_string(), reason: reason.to_string() };
+    let refuse = |reason: &str| Error::PathRefused {
+        path: path.to_string(),
+        reason: reason.to_string(),
+    };
     if path.contains('\0') {
         return Err(refuse("it contains a NUL byte"));
     }
     if path.starts_with('/') {
-        return Err(refuse("absolute paths are not allowed; give a path relative to the workspace root"));
+        return Err(refuse(
+            "absolute paths are not allowed; give a path relative to the workspace root",
+        ));
     }
     let mut parts = Vec::new();
     for component in path.split('/') {

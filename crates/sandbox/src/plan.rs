@@ -122,7 +122,10 @@ impl RootfsPlan {
             (&shared_tmp, 0o1777),
             (&shared_shm, 0o1777),
         ] {
-            steps.push(Step::Mkdir { path: cstr(dir)?, mode });
+            steps.push(Step::Mkdir {
+                path: cstr(dir)?,
+                mode,
+            });
         }
         // The workspace root belongs to the agent, so it can create files at the top level.
         steps.push(Step::Chown {
@@ -139,7 +142,10 @@ impl RootfsPlan {
             data: None,
         });
         for dir in ["usr", "etc", "dev", "proc", "tmp", "workspace"] {
-            steps.push(Step::Mkdir { path: cstr(in_root(dir))?, mode: 0o755 });
+            steps.push(Step::Mkdir {
+                path: cstr(in_root(dir))?,
+                mode: 0o755,
+            });
         }
         // Merged-/usr systems have /bin, /lib, ... as symlinks into /usr; others get binds.
         for dir in ["bin", "sbin", "lib", "lib64", "lib32", "libx32"] {
@@ -150,10 +156,16 @@ impl RootfsPlan {
                         context: format!("reading link {}", host.display()),
                         source,
                     })?;
-                    steps.push(Step::Symlink { target: cstr(target)?, path: cstr(in_root(dir))? });
+                    steps.push(Step::Symlink {
+                        target: cstr(target)?,
+                        path: cstr(in_root(dir))?,
+                    });
                 }
                 Ok(meta) if meta.is_dir() => {
-                    steps.push(Step::Mkdir { path: cstr(in_root(dir))?, mode: 0o755 });
+                    steps.push(Step::Mkdir {
+                        path: cstr(in_root(dir))?,
+                        mode: 0o755,
+                    });
                     push_ro_bind(&mut steps, &host, &in_root(dir))?;
                 }
                 _ => {}
@@ -181,17 +193,25 @@ impl RootfsPlan {
             ),
         ];
         for (path, contents) in etc_files {
-            steps.push(Step::WriteFile { path: cstr(in_root(path))?, contents: contents.into_bytes() });
+            steps.push(Step::WriteFile {
+                path: cstr(in_root(path))?,
+                contents: contents.into_bytes(),
+            });
         }
         for host in ["/etc/ld.so.cache", "/etc/localtime", "/etc/mime.types"] {
             if Path::new(host).is_file() {
-                steps.push(Step::Touch { path: cstr(in_root(host))? });
+                steps.push(Step::Touch {
+                    path: cstr(in_root(host))?,
+                });
                 push_ro_bind(&mut steps, Path::new(host), &in_root(host))?;
             }
         }
         for host in ["/etc/alternatives", "/etc/ssl", "/etc/ld.so.conf.d"] {
             if Path::new(host).is_dir() {
-                steps.push(Step::Mkdir { path: cstr(in_root(host))?, mode: 0o755 });
+                steps.push(Step::Mkdir {
+                    path: cstr(in_root(host))?,
+                    mode: 0o755,
+                });
                 push_ro_bind(&mut steps, Path::new(host), &in_root(host))?;
             }
         }
@@ -200,7 +220,9 @@ impl RootfsPlan {
         for dev in ["null", "zero", "full", "random", "urandom"] {
             let host = Path::new("/dev").join(dev);
             let inside = in_root(&format!("dev/{dev}"));
-            steps.push(Step::Touch { path: cstr(&inside)? });
+            steps.push(Step::Touch {
+                path: cstr(&inside)?,
+            });
             steps.push(Step::Mount {
                 source: Some(cstr(&host)?),
                 target: cstr(&inside)?,
@@ -222,9 +244,15 @@ impl RootfsPlan {
             ("stdout", "/proc/self/fd/1"),
             ("stderr", "/proc/self/fd/2"),
         ] {
-            steps.push(Step::Symlink { target: cstr(target)?, path: cstr(in_root(&format!("dev/{name}")))? });
+            steps.push(Step::Symlink {
+                target: cstr(target)?,
+                path: cstr(in_root(&format!("dev/{name}")))?,
+            });
         }
-        steps.push(Step::Mkdir { path: cstr(in_root("dev/shm"))?, mode: 0o1777 });
+        steps.push(Step::Mkdir {
+            path: cstr(in_root("dev/shm"))?,
+            mode: 0o1777,
+        });
         push_rw_bind(&mut steps, &shared_shm, &in_root("dev/shm"))?;
         push_rw_bind(&mut steps, &shared_tmp, &in_root("tmp"))?;
 
@@ -233,7 +261,10 @@ impl RootfsPlan {
         for extra in &config.read_only_mounts {
             if !extra.is_absolute() {
                 return Err(Error::InvalidConfig {
-                    message: format!("read-only mount {} must be an absolute path", extra.display()),
+                    message: format!(
+                        "read-only mount {} must be an absolute path",
+                        extra.display()
+                    ),
                 });
             }
             let meta = std::fs::metadata(extra).map_err(|source| Error::Io {
@@ -246,9 +277,14 @@ impl RootfsPlan {
                 partial.push(component);
                 let last = i + 1 == components.len();
                 if last && !meta.is_dir() {
-                    steps.push(Step::Touch { path: cstr(&partial)? });
+                    steps.push(Step::Touch {
+                        path: cstr(&partial)?,
+                    });
                 } else if !partial.starts_with(in_root("usr")) {
-                    steps.push(Step::Mkdir { path: cstr(&partial)?, mode: 0o755 });
+                    steps.push(Step::Mkdir {
+                        path: cstr(&partial)?,
+                        mode: 0o755,
+                    });
                 }
             }
             push_ro_bind(&mut steps, extra, &in_root(&extra.to_string_lossy()))?;
@@ -287,7 +323,13 @@ fn push_ro_bind(steps: &mut Vec<Step>, host: &Path, inside: &Path) -> Result<()>
         flags: libc::MS_BIND,
         data: None,
     });
-    steps.push(Step::Mount { source: None, target: cstr(inside)?, fstype: None, flags: RO_BIND, data: None });
+    steps.push(Step::Mount {
+        source: None,
+        target: cstr(inside)?,
+        fstype: None,
+        flags: RO_BIND,
+        data: None,
+    });
     Ok(())
 }
 

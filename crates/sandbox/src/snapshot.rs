@@ -31,12 +31,18 @@ pub struct SnapshotStore {
 }
 
 fn snap_err(path: &Path, message: impl Into<String>) -> Error {
-    Error::Snapshot { path: path.to_path_buf(), message: message.into() }
+    Error::Snapshot {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
 }
 
 impl SnapshotStore {
     pub fn new(root: impl Into<PathBuf>, owner: Option<(u32, u32)>) -> SnapshotStore {
-        SnapshotStore { root: root.into(), owner }
+        SnapshotStore {
+            root: root.into(),
+            owner,
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -45,7 +51,10 @@ impl SnapshotStore {
 
     pub fn get(&self, id: &str) -> Option<Snapshot> {
         let path = self.root.join(id);
-        path.is_dir().then(|| Snapshot { id: id.to_string(), path })
+        path.is_dir().then(|| Snapshot {
+            id: id.to_string(),
+            path,
+        })
     }
 
     /// Imports `source` as snapshot `id`, or as an id derived from its contents' listing
@@ -58,7 +67,10 @@ impl SnapshotStore {
         let id = match id {
             Some(id) => {
                 if id.is_empty() || id.contains(['/', ',', ':', '\\']) || id.starts_with('.') {
-                    return Err(snap_err(source, format!("snapshot id `{id}` must be a plain name")));
+                    return Err(snap_err(
+                        source,
+                        format!("snapshot id `{id}` must be a plain name"),
+                    ));
                 }
                 id.to_string()
             }
@@ -67,13 +79,15 @@ impl SnapshotStore {
         if let Some(existing) = self.get(&id) {
             return Ok(existing);
         }
-        fs::create_dir_all(&self.root).map_err(|e| Error::io(format!("creating {}", self.root.display()), e))?;
-        let staging = self.root.join(format!(".{id}.partial-{}", std::process::id()));
+        fs::create_dir_all(&self.root)
+            .map_err(|e| Error::io(format!("creating {}", self.root.display()), e))?;
+        let staging = self
+            .root
+            .join(format!(".{id}.partial-{}", std::process::id()));
         let _ = fs::remove_dir_all(&staging);
-        copy_tree(source, &staging, self.owner)
-            .inspect_err(|_| {
-                let _ = fs::remove_dir_all(&staging);
-            })?;
+        copy_tree(source, &staging, self.owner).inspect_err(|_| {
+            let _ = fs::remove_dir_all(&staging);
+        })?;
         let path = self.root.join(&id);
         match fs::rename(&staging, &path) {
             Ok(()) => {}
@@ -81,7 +95,12 @@ impl SnapshotStore {
             Err(_) if path.is_dir() => {
                 let _ = fs::remove_dir_all(&staging);
             }
-            Err(e) => return Err(Error::io(format!("publishing snapshot {}", path.display()), e)),
+            Err(e) => {
+                return Err(Error::io(
+                    format!("publishing snapshot {}", path.display()),
+                    e,
+                ))
+            }
         }
         Ok(Snapshot { id, path })
     }
@@ -103,7 +122,9 @@ pub fn fingerprint(source: &Path) -> Result<String> {
             if HISTORY_DIRS.iter().any(|h| name == *h) {
                 continue;
             }
-            let meta = entry.metadata().map_err(|e| Error::io(format!("stat {}", entry.path().display()), e))?;
+            let meta = entry
+                .metadata()
+                .map_err(|e| Error::io(format!("stat {}", entry.path().display()), e))?;
             let child = rel.join(&name);
             let _ = writeln!(
                 HashWriter(&mut hasher),
@@ -148,7 +169,9 @@ fn copy_tree(source: &Path, dest: &Path, owner: Option<(u32, u32)>) -> Result<()
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
         let dir = source.join(&rel);
-        for entry in fs::read_dir(&dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))? {
+        for entry in
+            fs::read_dir(&dir).map_err(|e| Error::io(format!("listing {}", dir.display()), e))?
+        {
             let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
             let name = entry.file_name();
             if HISTORY_DIRS.iter().any(|h| name == *h) {
@@ -156,19 +179,26 @@ fn copy_tree(source: &Path, dest: &Path, owner: Option<(u32, u32)>) -> Result<()
             }
             let from = entry.path();
             let to = dest.join(&rel).join(&name);
-            let meta = fs::symlink_metadata(&from).map_err(|e| Error::io(format!("stat {}", from.display()), e))?;
+            let meta = fs::symlink_metadata(&from)
+                .map_err(|e| Error::io(format!("stat {}", from.display()), e))?;
             let kind = meta.file_type();
             if kind.is_dir() {
-                fs::create_dir(&to).map_err(|e| Error::io(format!("creating {}", to.display()), e))?;
-                fs::set_permissions(&to, fs::Permissions::from_mode(meta.mode() & 0o7777 | 0o700))
-                    .map_err(|e| Error::io(format!("chmod {}", to.display()), e))?;
+                fs::create_dir(&to)
+                    .map_err(|e| Error::io(format!("creating {}", to.display()), e))?;
+                fs::set_permissions(
+                    &to,
+                    fs::Permissions::from_mode(meta.mode() & 0o7777 | 0o700),
+                )
+                .map_err(|e| Error::io(format!("chmod {}", to.display()), e))?;
                 stack.push(rel.join(&name));
             } else if kind.is_symlink() {
-                let target = fs::read_link(&from).map_err(|e| Error::io(format!("readlink {}", from.display()), e))?;
+                let target = fs::read_link(&from)
+                    .map_err(|e| Error::io(format!("readlink {}", from.display()), e))?;
                 std::os::unix::fs::symlink(&target, &to)
                     .map_err(|e| Error::io(format!("symlink {}", to.display()), e))?;
             } else if kind.is_file() {
-                fs::copy(&from, &to).map_err(|e| Error::io(format!("copying {}", from.display()), e))?;
+                fs::copy(&from, &to)
+                    .map_err(|e| Error::io(format!("copying {}", from.display()), e))?;
                 fs::set_permissions(&to, fs::Permissions::from_mode(meta.mode() & 0o777 | 0o600))
                     .map_err(|e| Error::io(format!("chmod {}", to.display()), e))?;
             } else {

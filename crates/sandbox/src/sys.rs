@@ -72,7 +72,10 @@ pub unsafe fn clone3_fork(namespace_flags: u64) -> Result<Forked, i32> {
     match ret {
         -1 => Err(errno()),
         0 => Ok(Forked::Child),
-        pid => Ok(Forked::Parent { pid: pid as libc::pid_t, pidfd }),
+        pid => Ok(Forked::Parent {
+            pid: pid as libc::pid_t,
+            pidfd,
+        }),
     }
 }
 

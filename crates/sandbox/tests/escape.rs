@@ -21,9 +21,15 @@ async fn writes_outside_the_workspace_never_reach_the_host() {
     );
     let result = sh(&ep, &script).await;
     let out = stdout(&result);
-    assert!(!out.contains("WROTE"), "a write outside the workspace succeeded: {out}");
+    assert!(
+        !out.contains("WROTE"),
+        "a write outside the workspace succeeded: {out}"
+    );
     assert!(!out.contains("SYSCTL"), "a sysctl write succeeded: {out}");
-    assert!(out.contains("TMP_OK"), "the private /tmp must be writable: {out}");
+    assert!(
+        out.contains("TMP_OK"),
+        "the private /tmp must be writable: {out}"
+    );
     for host in ["/etc", "/usr", "/", "/tmp", "/proc", "/dev"] {
         let path = std::path::Path::new(host).join(&marker);
         assert!(!path.exists(), "{} appeared on the host", path.display());
@@ -45,18 +51,47 @@ async fn host_secrets_and_environment_are_invisible() {
     );
     let out = stdout(&sh(&ep, &script).await);
     assert!(!out.contains("hunter2"), "a host secret leaked: {out}");
-    let names: Vec<&str> = out.lines().filter_map(|l| l.split_once('=').map(|(k, _)| k)).filter(|k| k.chars().all(|c| c.is_ascii_uppercase() || c == '_')).collect();
+    let names: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.split_once('=').map(|(k, _)| k))
+        .filter(|k| k.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        .collect();
     for name in &names {
         assert!(
-            ["PATH", "HOME", "USER", "LANG", "LC_ALL", "TERM", "PAGER", "GIT_PAGER", "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "PWD", "SHLVL", "_"].contains(name),
+            [
+                "PATH",
+                "HOME",
+                "USER",
+                "LANG",
+                "LC_ALL",
+                "TERM",
+                "PAGER",
+                "GIT_PAGER",
+                "PYTHONDONTWRITEBYTECODE",
+                "PYTHONUNBUFFERED",
+                "PWD",
+                "SHLVL",
+                "_"
+            ]
+            .contains(name),
             "unexpected variable {name} in the sandbox environment"
         );
     }
     for absent in ["/root", "/home", "/sys", "/run", "/etc/shadow"] {
-        assert!(out.contains(&format!("{absent}: No such file or directory")) || out.contains(&format!("'{absent}': No such file or directory")), "{absent} is visible: {out}");
+        assert!(
+            out.contains(&format!("{absent}: No such file or directory"))
+                || out.contains(&format!("'{absent}': No such file or directory")),
+            "{absent} is visible: {out}"
+        );
     }
-    assert!(out.contains("CapEff:\t0000000000000000"), "capabilities left: {out}");
-    assert!(out.contains("CapBnd:\t0000000000000000"), "bounding set left: {out}");
+    assert!(
+        out.contains("CapEff:\t0000000000000000"),
+        "capabilities left: {out}"
+    );
+    assert!(
+        out.contains("CapBnd:\t0000000000000000"),
+        "bounding set left: {out}"
+    );
     assert!(out.contains("NoNewPrivs:\t1"), "no_new_privs unset: {out}");
 }
 
@@ -85,27 +120,50 @@ print("inner-loopback", c.recv(4).decode())
 EOF"#
     );
     let out = stdout(&sh(&ep, &script).await);
-    assert!(out.contains("external OSError101"), "external network reachable or odd error: {out}");
-    assert!(out.contains("host-loopback ConnectionRefusedError111"), "host loopback reachable: {out}");
-    assert!(out.contains("inner-loopback pong"), "the sandbox's own loopback must work: {out}");
+    assert!(
+        out.contains("external OSError101"),
+        "external network reachable or odd error: {out}"
+    );
+    assert!(
+        out.contains("host-loopback ConnectionRefusedError111"),
+        "host loopback reachable: {out}"
+    );
+    assert!(
+        out.contains("inner-loopback pong"),
+        "the sandbox's own loopback must work: {out}"
+    );
     drop(listener);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fork_bomb_is_contained_and_cleaned_up() {
-    let limits = Limits { max_processes: 64, timeout: Duration::from_secs(4), ..Limits::default() };
+    let limits = Limits {
+        max_processes: 64,
+        timeout: Duration::from_secs(4),
+        ..Limits::default()
+    };
     let h = harness(4, limits);
     let ep = h.episode();
     let result = sh(&ep, "bomb() { bomb | bomb & }; bomb; sleep 10").await;
-    assert!(result.process_limit_hits > 0, "the process limit was never hit: {result:?}");
-    assert!(h.host_processes().is_empty(), "leftover processes: {:?}", h.host_processes());
+    assert!(
+        result.process_limit_hits > 0,
+        "the process limit was never hit: {result:?}"
+    );
+    assert!(
+        h.host_processes().is_empty(),
+        "leftover processes: {:?}",
+        h.host_processes()
+    );
     // The episode is still usable afterwards.
     assert_eq!(stdout(&sh(&ep, "echo alive").await), "alive\n");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_bomb_is_oom_killed() {
-    let limits = Limits { memory_bytes: 128 << 20, ..Limits::default() };
+    let limits = Limits {
+        memory_bytes: 128 << 20,
+        ..Limits::default()
+    };
     let h = harness(5, limits);
     let ep = h.episode();
     let result = sh(&ep, "python3 -c 'x = bytearray(1 << 30); print(len(x))'").await;
@@ -117,7 +175,12 @@ async fn memory_bomb_is_oom_killed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn output_flood_is_bounded() {
-    let limits = Limits { output_kill_bytes: 4 << 20, output_head_bytes: 1000, output_tail_bytes: 500, ..Limits::default() };
+    let limits = Limits {
+        output_kill_bytes: 4 << 20,
+        output_head_bytes: 1000,
+        output_tail_bytes: 500,
+        ..Limits::default()
+    };
     let h = harness(6, limits);
     let ep = h.episode();
     let started = Instant::now();
@@ -129,7 +192,11 @@ async fn output_flood_is_bounded() {
     assert!(result.stdout.head.starts_with(b"y\ny\n"));
     assert!(started.elapsed() < Duration::from_secs(30));
     // Binary output is captured byte for byte.
-    let binary = sh(&ep, "head -c 300 /dev/urandom > /tmp/b; cat /tmp/b; cat /tmp/b >&2").await;
+    let binary = sh(
+        &ep,
+        "head -c 300 /dev/urandom > /tmp/b; cat /tmp/b; cat /tmp/b >&2",
+    )
+    .await;
     assert_eq!(binary.stdout.head.len(), 300);
     assert_eq!(binary.stdout.head, binary.stderr.head);
 }
@@ -141,9 +208,17 @@ async fn sleeping_forever_hits_the_timeout() {
     let result = sh_timeout(&ep, "echo before; sleep infinity", Duration::from_secs(1)).await;
     assert!(result.timed_out);
     assert_eq!(result.killed_by, Some(LimitKind::WallClock));
-    assert!(result.duration >= Duration::from_secs(1) && result.duration < Duration::from_secs(5), "{:?}", result.duration);
+    assert!(
+        result.duration >= Duration::from_secs(1) && result.duration < Duration::from_secs(5),
+        "{:?}",
+        result.duration
+    );
     assert_eq!(stdout(&result), "before\n");
-    assert!(h.host_processes().is_empty(), "leftover processes: {:?}", h.host_processes());
+    assert!(
+        h.host_processes().is_empty(),
+        "leftover processes: {:?}",
+        h.host_processes()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,14 +232,29 @@ async fn background_daemons_die_with_their_command() {
                   sleep 0.2; echo started";
     let result = sh(&ep, script).await;
     assert_eq!(stdout(&result), "started\n");
-    assert!(started.elapsed() < Duration::from_secs(10), "the command waited for its daemons");
-    assert!(h.host_processes().is_empty(), "leftover processes: {:?}", h.host_processes());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the command waited for its daemons"
+    );
+    assert!(
+        h.host_processes().is_empty(),
+        "leftover processes: {:?}",
+        h.host_processes()
+    );
     let first = ep.read_file("heartbeat", 1 << 10).unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(ep.read_file("heartbeat", 1 << 10).unwrap(), first, "the heartbeat daemon is still running");
+    assert_eq!(
+        ep.read_file("heartbeat", 1 << 10).unwrap(),
+        first,
+        "the heartbeat daemon is still running"
+    );
     // The next command sees only itself: bash execs python, which is pid 2 (the init is hidden).
     let ps = stdout(&sh(&ep, "python3 -c \"import os; print(sorted(p for p in os.listdir('/proc') if p.isdigit()))\"").await);
-    assert_eq!(ps.trim(), "['2']", "processes of earlier commands are visible: {ps}");
+    assert_eq!(
+        ps.trim(),
+        "['2']",
+        "processes of earlier commands are visible: {ps}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,10 +263,30 @@ async fn planted_symlinks_are_never_followed_by_the_host() {
     let ep = h.episode();
     sh(&ep, "ln -s / escape; ln -s /etc/passwd pw; mkdir d; ln -s /etc d/etc; ln -sf /etc/hostname pkg/calc.py").await;
     let diff = ep.diff().unwrap();
-    let find = |p: &str| diff.changes.iter().find(|c| c.path == p).unwrap_or_else(|| panic!("{p} not in diff: {:?}", diff.changed_paths()));
-    assert_eq!(find("escape").new, Some(Entry::Symlink { target: b"/".to_vec() }));
-    assert_eq!(find("pw").new, Some(Entry::Symlink { target: b"/etc/passwd".to_vec() }));
-    assert_eq!(find("d/etc").new, Some(Entry::Symlink { target: b"/etc".to_vec() }));
+    let find = |p: &str| {
+        diff.changes
+            .iter()
+            .find(|c| c.path == p)
+            .unwrap_or_else(|| panic!("{p} not in diff: {:?}", diff.changed_paths()))
+    };
+    assert_eq!(
+        find("escape").new,
+        Some(Entry::Symlink {
+            target: b"/".to_vec()
+        })
+    );
+    assert_eq!(
+        find("pw").new,
+        Some(Entry::Symlink {
+            target: b"/etc/passwd".to_vec()
+        })
+    );
+    assert_eq!(
+        find("d/etc").new,
+        Some(Entry::Symlink {
+            target: b"/etc".to_vec()
+        })
+    );
     assert!(matches!(find("pkg/calc.py").old, Some(Entry::File { .. })));
     let patch = diff.to_patch();
     assert!(patch.contains("new file mode 120000"));
@@ -185,13 +295,19 @@ async fn planted_symlinks_are_never_followed_by_the_host() {
     assert!(!patch.contains(first_line), "host file content in the diff");
     for path in ["pw", "escape/etc/passwd", "d/etc/hostname", "pkg/calc.py"] {
         match ep.read_file(path, 1 << 20) {
-            Err(Error::WorkspaceFile { reason, .. }) => assert!(reason.contains("symbolic link"), "{path}: {reason}"),
+            Err(Error::WorkspaceFile { reason, .. }) => {
+                assert!(reason.contains("symbolic link"), "{path}: {reason}")
+            }
             other => panic!("{path} was read through a symlink: {other:?}"),
         }
     }
     let marker = format!("atomskill-symlink-{}", std::process::id());
-    assert!(ep.write_file(&format!("escape/tmp/{marker}"), b"x", false).is_err());
-    assert!(ep.write_file(&format!("d/etc/{marker}"), b"x", false).is_err());
+    assert!(ep
+        .write_file(&format!("escape/tmp/{marker}"), b"x", false)
+        .is_err());
+    assert!(ep
+        .write_file(&format!("d/etc/{marker}"), b"x", false)
+        .is_err());
     assert!(!std::path::Path::new("/tmp").join(&marker).exists());
     assert!(!std::path::Path::new("/etc").join(&marker).exists());
 }
@@ -210,12 +326,28 @@ async fn the_pristine_snapshot_is_never_modified() {
     )
     .await;
     assert!(result.success(), "{result:?}");
-    assert_eq!(stdout(&result), "", "the snapshot is reachable at another path");
-    assert_eq!(tree_hash(&snapshot.path), before, "the pristine snapshot changed");
+    assert_eq!(
+        stdout(&result),
+        "",
+        "the snapshot is reachable at another path"
+    );
+    assert_eq!(
+        tree_hash(&snapshot.path),
+        before,
+        "the pristine snapshot changed"
+    );
     let diff = ep.diff().unwrap();
     assert_eq!(
         diff.changed_paths(),
-        ["README.md", "docs/guide/intro.txt", "new.txt", "pkg/__init__.py", "pkg/calc.py", "pkg/init2.py", "tests/test_calc.py"]
+        [
+            "README.md",
+            "docs/guide/intro.txt",
+            "new.txt",
+            "pkg/__init__.py",
+            "pkg/calc.py",
+            "pkg/init2.py",
+            "tests/test_calc.py"
+        ]
     );
 }
 

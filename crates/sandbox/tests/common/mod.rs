@@ -7,7 +7,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sandbox::{Episode, ExecRequest, ExecResult, Isolation, Limits, Sandbox, SandboxConfig, Snapshot, SnapshotStore};
+use sandbox::{
+    Episode, ExecRequest, ExecResult, Isolation, Limits, Sandbox, SandboxConfig, Snapshot,
+    SnapshotStore,
+};
 
 pub struct Harness {
     pub dir: tempfile::TempDir,
@@ -21,7 +24,11 @@ pub fn harness(slot: u32, limits: Limits) -> Harness {
     harness_with(slot, limits, |c| c)
 }
 
-pub fn harness_with(slot: u32, limits: Limits, adjust: impl FnOnce(SandboxConfig) -> SandboxConfig) -> Harness {
+pub fn harness_with(
+    slot: u32,
+    limits: Limits,
+    adjust: impl FnOnce(SandboxConfig) -> SandboxConfig,
+) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
     let uid = 200_000 + slot;
     let config = adjust(SandboxConfig {
@@ -34,7 +41,12 @@ pub fn harness_with(slot: u32, limits: Limits, adjust: impl FnOnce(SandboxConfig
     let sandbox = Sandbox::new(config, limits)
         .expect("these tests need full isolation: run them as root on a machine with cgroup v1 memory and pids");
     let store = SnapshotStore::new(dir.path().join("snapshots"), Some((uid, uid)));
-    Harness { dir, sandbox, store, uid }
+    Harness {
+        dir,
+        sandbox,
+        store,
+        uid,
+    }
 }
 
 impl Harness {
@@ -46,8 +58,14 @@ impl Harness {
             &[
                 ("README.md", "# demo\n"),
                 ("pkg/__init__.py", ""),
-                ("pkg/calc.py", "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n"),
-                ("tests/test_calc.py", "from pkg.calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n"),
+                (
+                    "pkg/calc.py",
+                    "def add(a, b):\n    return a + b\n\n\ndef sub(a, b):\n    return a - b\n",
+                ),
+                (
+                    "tests/test_calc.py",
+                    "from pkg.calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n",
+                ),
                 ("docs/guide/intro.txt", "line one\nline two\n"),
             ],
         );
@@ -55,7 +73,9 @@ impl Harness {
     }
 
     pub fn episode(&self) -> Episode {
-        self.sandbox.create_episode(&self.repo()).expect("create episode")
+        self.sandbox
+            .create_episode(&self.repo())
+            .expect("create episode")
     }
 
     /// Processes on the host that run as this harness's uid.
@@ -73,11 +93,17 @@ pub fn write_tree(root: &Path, files: &[(&str, &str)]) {
 }
 
 pub async fn sh(episode: &Episode, script: &str) -> ExecResult {
-    episode.exec(&ExecRequest::shell(script)).await.expect("exec")
+    episode
+        .exec(&ExecRequest::shell(script))
+        .await
+        .expect("exec")
 }
 
 pub async fn sh_timeout(episode: &Episode, script: &str, timeout: Duration) -> ExecResult {
-    episode.exec(&ExecRequest::shell(script).timeout(timeout)).await.expect("exec")
+    episode
+        .exec(&ExecRequest::shell(script).timeout(timeout))
+        .await
+        .expect("exec")
 }
 
 pub fn stdout(result: &ExecResult) -> String {
@@ -92,7 +118,9 @@ pub fn processes_of_uid(uid: u32) -> Vec<String> {
         if !name.chars().all(|c| c.is_ascii_digit()) {
             continue;
         }
-        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else { continue };
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else {
+            continue;
+        };
         let real_uid = status
             .lines()
             .find_map(|l| l.strip_prefix("Uid:"))
@@ -100,7 +128,10 @@ pub fn processes_of_uid(uid: u32) -> Vec<String> {
             .and_then(|u| u.parse::<u32>().ok());
         if real_uid == Some(uid) {
             let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            found.push(format!("{name}: {}", String::from_utf8_lossy(&cmdline).replace('\0', " ")));
+            found.push(format!(
+                "{name}: {}",
+                String::from_utf8_lossy(&cmdline).replace('\0', " ")
+            ));
         }
     }
     found
@@ -112,18 +143,30 @@ pub fn tree_hash(root: &Path) -> String {
     let mut items = Vec::new();
     let mut stack = vec![PathBuf::new()];
     while let Some(rel) = stack.pop() {
-        for entry in std::fs::read_dir(root.join(&rel)).expect("read_dir").flatten() {
+        for entry in std::fs::read_dir(root.join(&rel))
+            .expect("read_dir")
+            .flatten()
+        {
             let path = rel.join(entry.file_name());
             let meta = std::fs::symlink_metadata(entry.path()).expect("lstat");
             let body = if meta.is_dir() {
                 stack.push(path.clone());
                 String::new()
             } else if meta.file_type().is_symlink() {
-                std::fs::read_link(entry.path()).expect("readlink").display().to_string()
+                std::fs::read_link(entry.path())
+                    .expect("readlink")
+                    .display()
+                    .to_string()
             } else {
                 String::from_utf8_lossy(&std::fs::read(entry.path()).expect("read")).into_owned()
             };
-            items.push(format!("{}|{:o}|{}|{}|{body}", path.display(), meta.mode(), meta.uid(), meta.len()));
+            items.push(format!(
+                "{}|{:o}|{}|{}|{body}",
+                path.display(),
+                meta.mode(),
+                meta.uid(),
+                meta.len()
+            ));
         }
     }
     items.sort();
