@@ -8,6 +8,8 @@
 
 use std::ffi::CString;
 use std::path::Path;
+#[cfg(test)]
+use std::path::PathBuf;
 
 use crate::config::SandboxConfig;
 use crate::error::{Error, Result};
@@ -349,4 +351,82 @@ fn push_rw_bind(steps: &mut Vec<Step>, host: &Path, inside: &Path) -> Result<()>
         data: None,
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The host paths a plan makes visible, and whether writable.
+    fn binds(plan: &RootfsPlan) -> Vec<(String, bool)> {
+        let mut out = Vec::new();
+        let mut last_source = None;
+        for step in &plan.steps {
+            if let Step::Mount { source, flags, .. } = step {
+                if flags & libc::MS_REMOUNT != 0 {
+                    if let Some(src) = last_source.take() {
+                        out.push((src, flags & libc::MS_RDONLY == 0));
+                    }
+                } else if flags & libc::MS_BIND != 0 {
+                    last_source = source.as_ref().map(|s| s.to_string_lossy().into_owned());
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn only_the_episode_tmpfs_and_device_nodes_are_writable() {
+        let config = SandboxConfig {
+            read_only_mounts: vec![PathBuf::from("/usr/lib")],
+            ..SandboxConfig::default()
+        };
+        let stage = Path::new("/run/atomskill/stage-test");
+        let plan = RootfsPlan::build(
+            &config,
+            &Limits::default(),
+            Path::new("/snapshots/demo"),
+            stage,
+        )
+        .unwrap();
+        let binds = binds(&plan);
+        assert!(binds.iter().any(|(s, w)| s == "/usr" && !w), "{binds:?}");
+        assert!(
+            binds.iter().any(|(s, w)| s == "/usr/lib" && !w),
+            "{binds:?}"
+        );
+        for (source, writable) in &binds {
+            if *writable {
+                assert!(
+                    source.starts_with(stage.to_str().unwrap()) || source.starts_with("/dev/"),
+                    "{source} is bound writable"
+                );
+            }
+        }
+        let overlay = plan.steps.iter().find_map(|s| match s {
+            Step::Mount {
+                fstype: Some(t),
+                data: Some(d),
+                ..
+            } if t.to_str() == Ok("overlay") => Some(d.to_string_lossy().into_owned()),
+            _ => None,
+        });
+        assert_eq!(
+            overlay.as_deref(),
+            Some("lowerdir=/snapshots/demo,upperdir=/run/atomskill/stage-test/upper,workdir=/run/atomskill/stage-test/work,redirect_dir=off,index=off,metacopy=off,xino=off")
+        );
+    }
+
+    #[test]
+    fn overlay_hostile_paths_are_refused() {
+        for bad in ["/snap,shots", "/snap:shots", "/snap\\shots"] {
+            let err = RootfsPlan::build(
+                &SandboxConfig::default(),
+                &Limits::default(),
+                Path::new(bad),
+                Path::new("/run/x"),
+            );
+            assert!(matches!(err, Err(Error::InvalidConfig { .. })), "{bad}");
+        }
+    }
 }
