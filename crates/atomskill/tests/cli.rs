@@ -81,3 +81,69 @@ fn planned_subcommands_say_so() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("issue 6"));
 }
+
+/// kill -9 of the supervisor takes its sandboxed processes with it, and the next run removes
+/// the cgroups it left behind.
+#[test]
+fn a_killed_supervisor_leaves_no_process_behind() {
+    let home = tempfile::tempdir().unwrap();
+    let repo = tempfile::tempdir().unwrap();
+    let marker = format!("atomskill-orphan-{}", std::process::id());
+    let mut child = atomskill()
+        .arg("--home")
+        .arg(home.path())
+        .args(["sandbox", "run", "--repo"])
+        .arg(repo.path())
+        .args([
+            "--",
+            "bash",
+            "-c",
+            &format!("(exec -a {marker} sleep 1000) & exec -a {marker} sleep 1000"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let alive = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
+            })
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while alive() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sandboxed processes never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let supervisor = child.id();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while alive() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "sandboxed processes outlived their supervisor"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The next sandbox removes the dead supervisor's cgroups.
+    let out = atomskill().args(["sandbox", "info"]).output().unwrap();
+    assert!(out.status.success());
+    let leftovers: Vec<_> = std::fs::read_dir("/sys/fs/cgroup/pids/atomskill")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with(&format!("ep-{supervisor}-"))
+        })
+        .collect();
+    assert!(leftovers.is_empty(), "stale cgroups: {leftovers:?}");
+}

@@ -30,6 +30,7 @@ impl CgroupSupport {
             match find_v1_base(&mountinfo, &membership, controller) {
                 Some(base) => match fs::create_dir_all(&base) {
                     Ok(()) => {
+                        remove_stale_groups(&base);
                         if controller == "memory" {
                             support.memory = Some(base);
                         } else {
@@ -50,6 +51,26 @@ impl CgroupSupport {
 
     pub fn complete(&self) -> bool {
         self.memory.is_some() && self.pids.is_some()
+    }
+}
+
+/// Removes the empty groups of episodes whose supervisor process is gone (killed before it could
+/// clean up; its sandboxed processes died with it). Groups of live processes are left alone.
+fn remove_stale_groups(base: &Path) {
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let owner = name
+            .strip_prefix("ep-")
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = owner {
+            if !Path::new("/proc").join(pid.to_string()).exists() {
+                let _ = fs::remove_dir(entry.path());
+            }
+        }
     }
 }
 
