@@ -134,16 +134,23 @@ fn a_killed_supervisor_leaves_no_process_behind() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     // The next sandbox removes the dead supervisor's cgroups.
+    let leftovers = || -> Vec<_> {
+        std::fs::read_dir("/sys/fs/cgroup/pids/atomskill")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("ep-{supervisor}-"))
+            })
+            .collect()
+    };
+    assert_eq!(
+        leftovers().len(),
+        1,
+        "the killed supervisor should have left its episode's group"
+    );
     let out = atomskill().args(["sandbox", "info"]).output().unwrap();
     assert!(out.status.success());
-    let leftovers: Vec<_> = std::fs::read_dir("/sys/fs/cgroup/pids/atomskill")
-        .unwrap()
-        .flatten()
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .starts_with(&format!("ep-{supervisor}-"))
-        })
-        .collect();
-    assert!(leftovers.is_empty(), "stale cgroups: {leftovers:?}");
+    assert!(leftovers().is_empty(), "stale cgroups: {:?}", leftovers());
 }
