@@ -133,7 +133,8 @@ fn a_killed_supervisor_leaves_no_process_behind() {
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    // The next sandbox removes the dead supervisor's cgroups.
+    // The next sandbox removes the dead supervisor's cgroups (another test's sandbox may have
+    // done so already: they run in parallel).
     let leftovers = || -> Vec<_> {
         std::fs::read_dir("/sys/fs/cgroup/pids/atomskill")
             .unwrap()
@@ -145,11 +146,6 @@ fn a_killed_supervisor_leaves_no_process_behind() {
             })
             .collect()
     };
-    assert_eq!(
-        leftovers().len(),
-        1,
-        "the killed supervisor should have left its episode's group"
-    );
     let out = atomskill().args(["sandbox", "info"]).output().unwrap();
     assert!(out.status.success());
     assert!(leftovers().is_empty(), "stale cgroups: {:?}", leftovers());

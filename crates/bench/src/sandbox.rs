@@ -89,6 +89,14 @@ pub async fn run(options: &Options, store: &SnapshotStore) -> Result<(), sandbox
             sbx.push(start.elapsed().as_secs_f64() * 1e3);
             assert!(result.success(), "sandboxed {argv:?} failed: {result:?}");
         }
+        let min = |v: &[f64]| v.iter().copied().fold(f64::INFINITY, f64::min);
+        let (dm, um, sm) = (min(&direct), min(&unshare), min(&sbx));
+        println!(
+            "{:<22} {dm:>9.2} {um:>9.2} {sm:>9.2} {:>11.2}x {:>11.2}x",
+            format!("{label} (min)"),
+            sm / um,
+            sm / dm
+        );
         let (d, u, s) = (median(&mut direct), median(&mut unshare), median(&mut sbx));
         println!(
             "{label:<22} {d:>9.2} {u:>9.2} {s:>9.2} {:>11.2}x {:>11.2}x",

@@ -49,9 +49,82 @@ impl CgroupSupport {
         support
     }
 
+    /// See [`favor_dynamic_modifications`]; records the outcome in `notes`.
+    pub fn tune_attach(&mut self, enable: bool) {
+        match favor_dynamic_modifications(enable) {
+            Ok(Some(note)) => self.notes.push(note),
+            Ok(None) => {}
+            Err(note) => self.notes.push(note),
+        }
+    }
+
     pub fn complete(&self) -> bool {
         self.memory.is_some() && self.pids.is_some()
     }
+}
+
+/// Makes joining a cgroup cheap. Each command's init joins the episode's groups; the kernel
+/// guards that with a global per-cpu rwsem whose writer waits a full RCU grace period (about 9 ms
+/// here) unless the `favordynmods` option is in effect, which keeps the rwsem in its slow mode
+/// for good (slightly dearer forks and exits host-wide, no grace period per join). The option
+/// is global, so remounting any cgroup2 hierarchy with it is enough, also for v1 hierarchies.
+///
+/// Returns `Ok(Some(note))` when this call turned it on, `Ok(None)` when it already was, and
+/// `Err(note)` when it is off and stays off.
+pub fn favor_dynamic_modifications(enable: bool) -> Result<Option<String>, String> {
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let cgroup2 = mountinfo.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        let mut right = right.split_whitespace();
+        (right.next()? == "cgroup2").then_some(())?;
+        let super_options = right.nth(1)?.to_string();
+        let mut left = left.split_whitespace();
+        let mount_point = left.nth(4)?.to_string();
+        let mount_options = left.next()?.to_string();
+        Some((mount_point, mount_options, super_options))
+    });
+    let Some((mount_point, mount_options, super_options)) = cgroup2 else {
+        return Err("no cgroup2 mount to set favordynmods on: each command pays an RCU grace period (~10 ms) to join its cgroups".into());
+    };
+    if super_options.split(',').any(|o| o == "favordynmods") {
+        return Ok(None);
+    }
+    if !enable {
+        return Err("cgroup favordynmods is off (disabled in the configuration): each command pays an RCU grace period to join its cgroups".into());
+    }
+    // A remount replaces the per-mount flags, so pass the current ones again.
+    let mut flags = libc::MS_REMOUNT;
+    for option in mount_options.split(',') {
+        flags |= match option {
+            "ro" => libc::MS_RDONLY,
+            "nosuid" => libc::MS_NOSUID,
+            "nodev" => libc::MS_NODEV,
+            "noexec" => libc::MS_NOEXEC,
+            "relatime" => libc::MS_RELATIME,
+            "noatime" => libc::MS_NOATIME,
+            "nodiratime" => libc::MS_NODIRATIME,
+            _ => 0,
+        };
+    }
+    let target = std::ffi::CString::new(mount_point.clone())
+        .map_err(|_| "odd cgroup2 mount point".to_string())?;
+    // SAFETY: valid C strings; a remount of an existing cgroup2 mount.
+    let r = unsafe {
+        libc::mount(
+            std::ptr::null(),
+            target.as_ptr(),
+            std::ptr::null(),
+            flags,
+            c"favordynmods".as_ptr().cast(),
+        )
+    };
+    if r != 0 {
+        return Err(format!(
+            "could not set favordynmods on {mount_point} ({}): each command pays an RCU grace period to join its cgroups",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(Some(format!("set cgroup favordynmods on {mount_point} (host-wide) so commands join their cgroups without an RCU grace period")))
 }
 
 /// Removes the empty groups of episodes whose supervisor process is gone (killed before it could
@@ -221,6 +294,35 @@ impl EpisodeCgroups {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_groups_of_dead_supervisors_are_removed() {
+        let base = tempfile::tempdir().unwrap();
+        // pid 0 never names a live process in /proc; our own pid always does.
+        let own = std::process::id();
+        for name in [
+            "ep-0-1-2",
+            &format!("ep-{own}-7-0"),
+            "unrelated",
+            "ep-notapid-1",
+        ] {
+            fs::create_dir(base.path().join(name)).unwrap();
+        }
+        remove_stale_groups(base.path());
+        let mut left: Vec<String> = fs::read_dir(base.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                format!("ep-{own}-7-0"),
+                "ep-notapid-1".to_string(),
+                "unrelated".to_string()
+            ]
+        );
+    }
 
     #[test]
     fn finds_v1_base_from_mountinfo_and_membership() {

@@ -157,7 +157,10 @@ impl Sandbox {
                     requested: format!("{requested:?}").to_lowercase(),
                     reason,
                 })?;
-                let support = CgroupSupport::detect();
+                let mut support = CgroupSupport::detect();
+                if support.complete() {
+                    support.tune_attach(config.favor_dynamic_cgroups);
+                }
                 if requested == Isolation::Full && !support.complete() {
                     return Err(Error::IsolationUnavailable {
                         requested: "full".into(),
@@ -192,11 +195,7 @@ impl Sandbox {
                         vec![]
                     },
                     rlimits,
-                    notes: if complete {
-                        vec![]
-                    } else {
-                        support.notes.clone()
-                    },
+                    notes: support.notes.clone(),
                 };
                 (
                     Backend::Namespaces {
