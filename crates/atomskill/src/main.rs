@@ -115,11 +115,16 @@ fn home_dir(cli_home: Option<PathBuf>) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/tmp/atomskill"))
 }
 
-fn sandbox_from(options: &SandboxOptions) -> Result<Sandbox> {
+fn sandbox_from(home: &std::path::Path, options: &SandboxOptions) -> Result<Sandbox> {
     let mut config = SandboxConfig {
         isolation: options.isolation,
         ..SandboxConfig::default()
     };
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        // /run is root's; a rootless sandbox keeps its run-time state under the home directory.
+        config.runtime_dir = home.join("run");
+    }
     if let Some(venv) = &options.venv {
         let venv = venv
             .canonicalize()
@@ -136,12 +141,9 @@ fn sandbox_from(options: &SandboxOptions) -> Result<Sandbox> {
 }
 
 async fn sandbox_run(home: PathBuf, run: SandboxRun) -> Result<ExitCode> {
-    let sandbox = sandbox_from(&run.options)?;
+    let sandbox = sandbox_from(&home, &run.options)?;
     eprintln!("atomskill: {}", sandbox.isolation());
-    let store = SnapshotStore::new(
-        home.join("snapshots"),
-        snapshot_owner(sandbox.config(), run.options.isolation),
-    );
+    let store = SnapshotStore::new(snapshot_dir(&home, &sandbox), sandbox.snapshot_owner());
     let repo = run
         .repo
         .canonicalize()
@@ -192,9 +194,12 @@ async fn sandbox_run(home: PathBuf, run: SandboxRun) -> Result<ExitCode> {
     Ok(ExitCode::from(result.status.code().clamp(0, 255) as u8))
 }
 
-/// Snapshot files belong to the sandbox user when the agent runs as one.
-fn snapshot_owner(config: &SandboxConfig, isolation: Isolation) -> Option<(u32, u32)> {
-    (isolation != Isolation::None).then_some((config.sandbox_uid, config.sandbox_gid))
+/// Snapshots are kept per owner: a rootless run cannot use files chowned for a root run.
+fn snapshot_dir(home: &std::path::Path, sandbox: &Sandbox) -> PathBuf {
+    match sandbox.snapshot_owner() {
+        Some(_) => home.join("snapshots"),
+        None => home.join("snapshots-own"),
+    }
 }
 
 fn planned(name: &str, issue: u32) -> Result<ExitCode> {
@@ -207,13 +212,21 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Sandbox(SandboxCommand::Run(run)) => sandbox_run(home, run).await,
         Command::Sandbox(SandboxCommand::Info(options)) => {
-            let sandbox = sandbox_from(&options)?;
+            let sandbox = sandbox_from(&home, &options)?;
             println!("{}", serde_json::to_string_pretty(sandbox.isolation())?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Sandbox(options)) => {
-            let store = SnapshotStore::new(home.join("snapshots"), Some((100_000, 100_000)));
-            bench::sandbox::run(&options, &store).await?;
+            let defaults = SandboxOptions {
+                isolation: Isolation::Auto,
+                venv: None,
+                timeout: 60.0,
+                memory: 2048,
+                max_processes: 256,
+            };
+            let sandbox = sandbox_from(&home, &defaults)?;
+            let store = SnapshotStore::new(snapshot_dir(&home, &sandbox), sandbox.snapshot_owner());
+            bench::sandbox::run(&options, &sandbox, &store).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Corpus(_) => planned("corpus", 3),

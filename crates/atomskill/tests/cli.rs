@@ -150,3 +150,76 @@ fn a_killed_supervisor_leaves_no_process_behind() {
     assert!(out.status.success());
     assert!(leftovers().is_empty(), "stale cgroups: {:?}", leftovers());
 }
+
+/// Without root the sandbox runs rootless (user namespace first, no cgroups), says so, and
+/// still confines the command. Run here by dropping to an unprivileged uid with `setpriv`.
+#[test]
+fn rootless_mode_isolates_and_reports_itself() {
+    use std::os::unix::fs::chown;
+    let uid = 60_000 + std::process::id() % 1000;
+    let home = tempfile::tempdir().unwrap();
+    let repo = tempfile::tempdir().unwrap();
+    std::fs::write(repo.path().join("a.py"), "print('rootless hi')\n").unwrap();
+    for dir in [home.path(), repo.path()] {
+        chown(dir, Some(uid), Some(uid)).unwrap();
+    }
+    chown(repo.path().join("a.py"), Some(uid), Some(uid)).unwrap();
+    let run = |args: &[&str]| {
+        Command::new("setpriv")
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--clear-groups",
+            ])
+            .arg(env!("CARGO_BIN_EXE_atomskill"))
+            .arg("--home")
+            .arg(home.path())
+            .args(["sandbox", "run", "--repo"])
+            .arg(repo.path())
+            .args(args)
+            .env("HOME", home.path())
+            .output()
+            .expect("setpriv (util-linux) runs the command as another user")
+    };
+    let script = "id -u; python3 a.py; echo more >> a.py; echo x > /etc/x 2>/dev/null || echo RO; \
+                  (sleep 1000 &); python3 -c 'import socket; socket.create_connection((\"1.1.1.1\", 80), timeout=1)' 2>&1 | tail -1";
+    let out = run(&["--diff", "--", "bash", "-c", script]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("namespaces without cgroups") && stderr.contains("rootless"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.starts_with("1000\nrootless hi\nRO\n"),
+        "{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("Network is unreachable"), "{stdout}");
+    assert!(stdout.contains("+more"), "the diff is missing: {stdout}");
+    assert_eq!(
+        std::fs::read(repo.path().join("a.py")).unwrap(),
+        b"print('rootless hi')\n"
+    );
+    let timed_out = run(&["--timeout", "0.5", "--", "sleep", "30"]);
+    assert_eq!(
+        timed_out.status.code(),
+        Some(128 + 9),
+        "{}",
+        String::from_utf8_lossy(&timed_out.stderr)
+    );
+    let leftovers: Vec<_> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("status")).is_ok_and(|s| {
+                s.lines().any(|l| {
+                    l.starts_with("Uid:") && l.split_whitespace().nth(1) == Some(&uid.to_string())
+                })
+            })
+        })
+        .collect();
+    assert!(
+        leftovers.is_empty(),
+        "processes of the rootless run survived: {leftovers:?}"
+    );
+}

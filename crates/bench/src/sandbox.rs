@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use sandbox::{ExecRequest, Limits, Sandbox, SandboxConfig, SnapshotStore};
+use sandbox::{ExecRequest, Sandbox, SnapshotStore};
 
 use crate::median;
 
@@ -40,8 +40,11 @@ fn spawn_status(argv: &[&str]) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-pub async fn run(options: &Options, store: &SnapshotStore) -> Result<(), sandbox::Error> {
-    let sandbox = Sandbox::new(SandboxConfig::default(), Limits::default())?;
+pub async fn run(
+    options: &Options,
+    sandbox: &Sandbox,
+    store: &SnapshotStore,
+) -> Result<(), sandbox::Error> {
     println!("{}", sandbox.isolation());
     let scratch = std::env::temp_dir().join(format!("atomskill-bench-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).map_err(|e| sandbox::Error::Io {

@@ -64,6 +64,8 @@ pub enum InitStep {
     Chdir,
     Exec,
     DeathSignal,
+    SetnsUser,
+    UnsharePid,
 }
 
 impl InitStep {
@@ -87,6 +89,8 @@ impl InitStep {
             Chdir,
             Exec,
             DeathSignal,
+            SetnsUser,
+            UnsharePid,
         ]
         .into_iter()
         .find(|s| *s as i32 == code)
@@ -140,6 +144,9 @@ pub struct BuilderIo {
     pub status_fd: RawFd,
     /// Read end of a pipe the supervisor closes once it has taken what it needs.
     pub hold_fd: RawFd,
+    /// Read end of a pipe the supervisor writes one byte to once the builder's user namespace
+    /// (rootless mode) has its id maps.
+    pub go_fd: RawFd,
 }
 
 /// Entry point of the builder process. Never returns.
@@ -148,6 +155,11 @@ pub fn builder_main(plan: &RootfsPlan, io: &BuilderIo) -> ! {
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
         close_all_but(&io.keep);
+        let mut go = [0u8; 1];
+        if !matches!(sys::read_exact(io.go_fd, &mut go), Ok(true)) {
+            libc::_exit(126);
+        }
+        libc::close(io.go_fd);
         let root = c"/";
         if libc::mount(
             std::ptr::null(),
@@ -288,6 +300,10 @@ fn loopback_up() -> bool {
 pub struct CommandPlan {
     /// Sorted descriptors to keep open in the init.
     pub keep: Vec<RawFd>,
+    /// Rootless mode: the episode's user namespace, joined first. The init then creates the
+    /// pid and IPC namespaces itself (so they belong to that user namespace) and forks the real
+    /// pid 1; without it the supervisor created them with `clone3`.
+    pub user_ns: Option<RawFd>,
     pub mount_ns: RawFd,
     pub net_ns: RawFd,
     pub uts_ns: RawFd,
@@ -340,6 +356,11 @@ pub fn init_main(plan: &CommandPlan, ptrs: &ExecPointers) -> ! {
             init_fail(status, InitStep::DeathSignal);
         }
         close_all_but(&plan.keep);
+        if let Some(user_ns) = plan.user_ns {
+            if libc::setns(user_ns, libc::CLONE_NEWUSER) != 0 {
+                init_fail(status, InitStep::SetnsUser);
+            }
+        }
         if libc::setns(plan.mount_ns, libc::CLONE_NEWNS) != 0 {
             init_fail(status, InitStep::SetnsMount);
         }
@@ -348,6 +369,32 @@ pub fn init_main(plan: &CommandPlan, ptrs: &ExecPointers) -> ! {
         }
         if libc::setns(plan.uts_ns, libc::CLONE_NEWUTS) != 0 {
             init_fail(status, InitStep::SetnsUts);
+        }
+        if plan.user_ns.is_some() {
+            // This process stays outside the new pid namespace: it waits for the pid 1 it forks
+            // and dies with it (and the pid 1 dies with this process).
+            if libc::unshare(libc::CLONE_NEWPID | libc::CLONE_NEWIPC) != 0 {
+                init_fail(status, InitStep::UnsharePid);
+            }
+            let pid1 = match sys::raw_fork() {
+                Ok(pid) => pid,
+                Err(_) => init_fail(status, InitStep::Fork),
+            };
+            if pid1 != 0 {
+                // SIGTERM from the supervisor means "kill the command": pass it on as SIGKILL to
+                // the pid 1, and keep waiting so that this process ends only once the whole pid
+                // namespace is gone.
+                ROOTLESS_PID1.store(pid1, std::sync::atomic::Ordering::SeqCst);
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = forward_kill as *const () as libc::sighandler_t;
+                libc::sigaction(libc::SIGTERM, &action, std::ptr::null_mut());
+                let mut wstatus = 0;
+                while libc::waitpid(pid1, &mut wstatus, 0) < 0 && sys::errno() == libc::EINTR {}
+                libc::_exit(0);
+            }
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                init_fail(status, InitStep::DeathSignal);
+            }
         }
         // A private copy of the episode's mounts, so this command's /proc is its own.
         if libc::unshare(libc::CLONE_NEWNS) != 0 {
@@ -432,6 +479,17 @@ pub fn init_main(plan: &CommandPlan, ptrs: &ExecPointers) -> ! {
     }
 }
 
+/// The pid 1 a rootless init forwards the supervisor's kill to (set in that process only).
+static ROOTLESS_PID1: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn forward_kill(_signal: libc::c_int) {
+    let pid = ROOTLESS_PID1.load(std::sync::atomic::Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill is async-signal-safe.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
 /// Writes `/proc/<pid>/<file>` without allocating.
 fn write_id_map(pid: libc::pid_t, file: &[u8], contents: &CString) -> bool {
     let mut path = [0u8; 64];
@@ -476,9 +534,19 @@ fn command_main(plan: &CommandPlan, ptrs: &ExecPointers, ready: RawFd, go: RawFd
         }
         libc::close(ready);
         libc::close(go);
-        if libc::setgroups(0, std::ptr::null()) != 0
-            || libc::setresgid(plan.inside_gid, plan.inside_gid, plan.inside_gid) != 0
-            || libc::setresuid(plan.inside_uid, plan.inside_uid, plan.inside_uid) != 0
+        // In rootless mode `setgroups` is denied (inherited from the episode's user namespace):
+        // the process then keeps no group it could use anyway, as none is mapped.
+        // Raw system calls, not glibc's wrappers: those broadcast the change to every thread
+        // glibc believes exists, and after a raw clone of a multi-threaded parent they wait
+        // forever for threads that are not there.
+        let (uid, gid) = (
+            plan.inside_uid as libc::c_long,
+            plan.inside_gid as libc::c_long,
+        );
+        if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
+            && sys::errno() != libc::EPERM
+            || libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0
+            || libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0
         {
             command_fail(status, InitStep::SetIds);
         }

@@ -94,6 +94,7 @@ enum Backend {
     Namespaces {
         cgroups: Option<CgroupSupport>,
         stage_dir: PathBuf,
+        rootless: bool,
     },
     Local,
 }
@@ -109,14 +110,8 @@ pub struct Sandbox {
     instance: String,
 }
 
-fn can_use_namespaces() -> std::result::Result<(), String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Err(
-            "the namespace backend needs root (to mount the overlay and map the sandbox user)"
-                .into(),
-        );
-    }
+/// Whether namespaces can be used, and whether rootless (`Ok(true)`) or as root (`Ok(false)`).
+fn can_use_namespaces() -> std::result::Result<bool, String> {
     for path in [
         "/proc/self/ns/user",
         "/proc/self/ns/mnt",
@@ -127,7 +122,23 @@ fn can_use_namespaces() -> std::result::Result<(), String> {
             return Err(format!("the kernel lacks {path}"));
         }
     }
-    Ok(())
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return Ok(false);
+    }
+    let allowed = |path: &str, minimum: u64| {
+        std::fs::read_to_string(path).map_or(true, |v| {
+            v.trim().parse::<u64>().is_ok_and(|n| n >= minimum)
+        })
+    };
+    if !allowed("/proc/sys/user/max_user_namespaces", 1)
+        || !allowed("/proc/sys/kernel/unprivileged_userns_clone", 1)
+    {
+        return Err(
+            "not root, and unprivileged user namespaces are disabled on this machine".into(),
+        );
+    }
+    Ok(true)
 }
 
 impl Sandbox {
@@ -153,11 +164,19 @@ impl Sandbox {
                 },
             ),
             requested => {
-                can_use_namespaces().map_err(|reason| Error::IsolationUnavailable {
-                    requested: format!("{requested:?}").to_lowercase(),
-                    reason,
-                })?;
-                let mut support = CgroupSupport::detect();
+                let rootless =
+                    can_use_namespaces().map_err(|reason| Error::IsolationUnavailable {
+                        requested: format!("{requested:?}").to_lowercase(),
+                        reason,
+                    })?;
+                let mut support = if rootless {
+                    CgroupSupport {
+                        notes: vec!["rootless: no cgroups (memory is limited per process by RLIMIT_AS, processes per host user by RLIMIT_NPROC); the agent runs as the calling user on the host".into()],
+                        ..CgroupSupport::default()
+                    }
+                } else {
+                    CgroupSupport::detect()
+                };
                 if support.complete() {
                     support.tune_attach(config.favor_dynamic_cgroups);
                 }
@@ -201,6 +220,7 @@ impl Sandbox {
                     Backend::Namespaces {
                         cgroups: complete.then_some(support),
                         stage_dir,
+                        rootless,
                     },
                     report,
                 )
@@ -227,6 +247,17 @@ impl Sandbox {
         &self.report
     }
 
+    /// Who must own snapshot files so the agent can edit its view of them: the sandbox user
+    /// when running as root, the calling user (`None`: keep the importer's) otherwise.
+    pub fn snapshot_owner(&self) -> Option<(u32, u32)> {
+        match self.backend {
+            Backend::Namespaces {
+                rootless: false, ..
+            } => Some((self.config.sandbox_uid, self.config.sandbox_gid)),
+            _ => None,
+        }
+    }
+
     pub fn config(&self) -> &SandboxConfig {
         &self.config
     }
@@ -244,16 +275,19 @@ impl Sandbox {
         let n = self.next_episode.fetch_add(1, Ordering::Relaxed);
         let id = format!("ep-{}-{n}", self.instance);
         let inner = match &self.backend {
-            Backend::Namespaces { cgroups, stage_dir } => {
-                Inner::Namespaces(namespace::NsEpisode::create(
-                    id.clone(),
-                    snapshot,
-                    self.config.clone(),
-                    limits,
-                    cgroups.as_ref(),
-                    stage_dir,
-                )?)
-            }
+            Backend::Namespaces {
+                cgroups,
+                stage_dir,
+                rootless,
+            } => Inner::Namespaces(namespace::NsEpisode::create(
+                id.clone(),
+                snapshot,
+                self.config.clone(),
+                limits,
+                cgroups.as_ref(),
+                stage_dir,
+                *rootless,
+            )?),
             Backend::Local => Inner::Local(local::LocalEpisode::create(
                 &id,
                 snapshot,

@@ -42,6 +42,8 @@ pub(crate) struct NsEpisode {
     snapshot: Snapshot,
     config: Arc<SandboxConfig>,
     limits: Limits,
+    /// Rootless mode: the episode's user namespace (owner of all its other namespaces).
+    user_ns: Option<OwnedFd>,
     mount_ns: OwnedFd,
     net_ns: OwnedFd,
     uts_ns: OwnedFd,
@@ -74,6 +76,8 @@ fn read_records(fd: &OwnedFd) -> Vec<(u32, i32, i32)> {
 /// setup never leaves a process behind.
 struct ChildGuard {
     pidfd: Option<OwnedFd>,
+    /// SIGKILL, or SIGTERM for a rootless init (which then kills its pid namespace and waits).
+    kill_signal: i32,
 }
 
 impl ChildGuard {
@@ -86,7 +90,7 @@ impl ChildGuard {
 impl Drop for ChildGuard {
     fn drop(&mut self) {
         if let Some(fd) = self.pidfd.take() {
-            let _ = sys::pidfd_send_signal(fd.as_raw_fd(), libc::SIGKILL);
+            let _ = sys::pidfd_send_signal(fd.as_raw_fd(), self.kill_signal);
             let _ = sys::waitid_pidfd(fd.as_raw_fd());
         }
     }
@@ -126,6 +130,7 @@ impl NsEpisode {
         limits: Limits,
         cgroup_support: Option<&CgroupSupport>,
         stage_dir: &Path,
+        rootless: bool,
     ) -> Result<NsEpisode> {
         let cgroups = match cgroup_support {
             Some(support) => Some(EpisodeCgroups::create(support, &id, &limits)?),
@@ -137,18 +142,23 @@ impl NsEpisode {
             }
             e
         };
-        let plan =
-            RootfsPlan::build(&config, &limits, &snapshot.path, stage_dir).map_err(cleanup)?;
+        let plan = RootfsPlan::build(&config, &limits, &snapshot.path, stage_dir, rootless)
+            .map_err(cleanup)?;
         let (status_r, status_w) = pipe().map_err(cleanup)?;
         let (hold_r, hold_w) = pipe().map_err(cleanup)?;
-        let mut keep = vec![status_w.as_raw_fd(), hold_r.as_raw_fd()];
+        let (go_r, go_w) = pipe().map_err(cleanup)?;
+        let mut keep = vec![status_w.as_raw_fd(), hold_r.as_raw_fd(), go_r.as_raw_fd()];
         keep.sort_unstable();
         let io = BuilderIo {
             keep,
             status_fd: status_w.as_raw_fd(),
             hold_fd: hold_r.as_raw_fd(),
+            go_fd: go_r.as_raw_fd(),
         };
-        let flags = (libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWUTS) as u64;
+        let mut flags = (libc::CLONE_NEWNS | libc::CLONE_NEWNET | libc::CLONE_NEWUTS) as u64;
+        if rootless {
+            flags |= libc::CLONE_NEWUSER as u64;
+        }
         // SAFETY: the child only runs `builder_main`, which makes system calls on `plan` and `io`.
         let (pid, pidfd) = match unsafe { sys::clone3_fork(flags) } {
             Ok(sys::Forked::Child) => child::builder_main(&plan, &io),
@@ -163,9 +173,34 @@ impl NsEpisode {
         // SAFETY: clone3 handed us a fresh pidfd that we now own.
         let mut guard = ChildGuard {
             pidfd: Some(unsafe { OwnedFd::from_raw_fd(pidfd) }),
+            kill_signal: libc::SIGKILL,
         };
         drop(status_w);
         drop(hold_r);
+        drop(go_r);
+        if rootless {
+            // The builder is root in its user namespace, which maps to the calling user.
+            // SAFETY: geteuid and getegid have no preconditions.
+            let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+            let maps = [
+                ("setgroups", "deny".to_string()),
+                ("uid_map", format!("0 {uid} 1\n")),
+                ("gid_map", format!("0 {gid} 1\n")),
+            ];
+            for (file, contents) in maps {
+                let path = format!("/proc/{pid}/{file}");
+                if let Err(e) = std::fs::write(&path, contents) {
+                    return Err(cleanup(Error::io(format!("writing {path}"), e)));
+                }
+            }
+        }
+        if sys::write_all(go_w.as_raw_fd(), b"g").is_err() {
+            return Err(cleanup(Error::Setup {
+                step: "starting the episode builder".into(),
+                source: std::io::Error::other("the builder died"),
+            }));
+        }
+        drop(go_w);
         let mut record = [0u8; child::RECORD_LEN];
         let got = sys::read_exact(status_r.as_raw_fd(), &mut record).unwrap_or(false);
         let (tag, a, b) = child::decode(&record);
@@ -187,7 +222,13 @@ impl NsEpisode {
                 // SAFETY: pidfd_getfd returned a fresh descriptor that we now own.
                 Ok(unsafe { OwnedFd::from_raw_fd(got) })
             };
+            let user_ns = if rootless {
+                Some(open_ns(pid, "user")?)
+            } else {
+                None
+            };
             Ok::<_, Error>((
+                user_ns,
                 take(a)?,
                 take(b)?,
                 open_ns(pid, "mnt")?,
@@ -197,12 +238,13 @@ impl NsEpisode {
         })();
         drop(hold_w);
         let _ = guard.reap();
-        let (upper, merged, mount_ns, net_ns, uts_ns) = result.map_err(cleanup)?;
+        let (user_ns, upper, merged, mount_ns, net_ns, uts_ns) = result.map_err(cleanup)?;
         Ok(NsEpisode {
             id,
             snapshot: snapshot.clone(),
             config,
             limits,
+            user_ns,
             mount_ns,
             net_ns,
             uts_ns,
@@ -229,6 +271,9 @@ impl NsEpisode {
             None => Vec::new(),
         };
         let mut keep: Vec<RawFd> = [
+            self.user_ns
+                .as_ref()
+                .map_or(self.mount_ns.as_raw_fd(), |fd| fd.as_raw_fd()),
             self.mount_ns.as_raw_fd(),
             self.net_ns.as_raw_fd(),
             self.uts_ns.as_raw_fd(),
@@ -241,8 +286,16 @@ impl NsEpisode {
         .chain(cgroup_fds.iter().map(|f| f.as_raw_fd()))
         .collect();
         keep.sort_unstable();
+        keep.dedup();
+        // Rootless, the agent's uid 1000 maps to root of the episode's user namespace, which is
+        // the calling user on the host.
+        let (host_uid, host_gid) = match self.user_ns {
+            Some(_) => (0, 0),
+            None => (self.config.sandbox_uid, self.config.sandbox_gid),
+        };
         let plan = CommandPlan {
             keep,
+            user_ns: self.user_ns.as_ref().map(|fd| fd.as_raw_fd()),
             mount_ns: self.mount_ns.as_raw_fd(),
             net_ns: self.net_ns.as_raw_fd(),
             uts_ns: self.uts_ns.as_raw_fd(),
@@ -257,8 +310,8 @@ impl NsEpisode {
             envp: prepared.envp,
             cwd: prepared.cwd,
             rlimits: prepared.rlimits,
-            uid_map: cstring(format!("{INSIDE_UID} {} 1\n", self.config.sandbox_uid))?,
-            gid_map: cstring(format!("{INSIDE_GID} {} 1\n", self.config.sandbox_gid))?,
+            uid_map: cstring(format!("{INSIDE_UID} {host_uid} 1\n"))?,
+            gid_map: cstring(format!("{INSIDE_GID} {host_gid} 1\n"))?,
             inside_uid: INSIDE_UID,
             inside_gid: INSIDE_GID,
         };
@@ -271,7 +324,11 @@ impl NsEpisode {
             )
         });
         let started = Instant::now();
-        let flags = (libc::CLONE_NEWPID | libc::CLONE_NEWIPC) as u64;
+        let flags = match self.user_ns {
+            // Rootless, the init makes these itself once inside the episode's user namespace.
+            Some(_) => 0,
+            None => (libc::CLONE_NEWPID | libc::CLONE_NEWIPC) as u64,
+        };
         // SAFETY: the child only runs `init_main`, which makes system calls on prepared data.
         let pidfd = match unsafe { sys::clone3_fork(flags) } {
             Ok(sys::Forked::Child) => child::init_main(&plan, &pointers),
@@ -279,8 +336,14 @@ impl NsEpisode {
             Err(e) => return Err(Error::os("starting a command (clone3)", e)),
         };
         // SAFETY: clone3 handed us a fresh pidfd that we now own.
+        let kill_signal = if self.user_ns.is_some() {
+            libc::SIGTERM
+        } else {
+            libc::SIGKILL
+        };
         let guard = ChildGuard {
             pidfd: Some(unsafe { OwnedFd::from_raw_fd(pidfd) }),
+            kill_signal,
         };
         drop((stdin_r, stdout_w, stderr_w, status_w, cgroup_fds));
         Ok(Started {
@@ -311,6 +374,7 @@ impl NsEpisode {
             .timeout
             .map_or(self.limits.timeout, |t| t.min(self.limits.timeout));
         let raw_pidfd = pidfd;
+        let kill_signal = guard.kill_signal;
         let outcome = io_util::supervise(
             &self.limits,
             timeout,
@@ -319,7 +383,7 @@ impl NsEpisode {
             stdout_r,
             stderr_r,
             move || {
-                let _ = sys::pidfd_send_signal(raw_pidfd, libc::SIGKILL);
+                let _ = sys::pidfd_send_signal(raw_pidfd, kill_signal);
             },
             wait_readable(raw_pidfd),
         )
@@ -394,7 +458,9 @@ impl NsEpisode {
             path,
             contents,
             executable,
-            Some((self.config.sandbox_uid, self.config.sandbox_gid)),
+            self.user_ns
+                .is_none()
+                .then_some((self.config.sandbox_uid, self.config.sandbox_gid)),
         )
     }
 

@@ -99,6 +99,7 @@ impl RootfsPlan {
         limits: &Limits,
         snapshot_dir: &Path,
         stage_dir: &Path,
+        rootless: bool,
     ) -> Result<RootfsPlan> {
         let mut steps = Vec::new();
         let root = stage_dir.join("root");
@@ -130,11 +131,14 @@ impl RootfsPlan {
             });
         }
         // The workspace root belongs to the agent, so it can create files at the top level.
-        steps.push(Step::Chown {
-            path: cstr(&upper)?,
-            uid: config.sandbox_uid,
-            gid: config.sandbox_gid,
-        });
+        // (Rootless, the agent already is the owner of everything the builder creates.)
+        if !rootless {
+            steps.push(Step::Chown {
+                path: cstr(&upper)?,
+                uid: config.sandbox_uid,
+                gid: config.sandbox_gid,
+            });
+        }
         // pivot_root needs the new root to be a mount point.
         steps.push(Step::Mount {
             source: Some(cstr(&root)?),
@@ -258,6 +262,19 @@ impl RootfsPlan {
         push_rw_bind(&mut steps, &shared_shm, &in_root("dev/shm"))?;
         push_rw_bind(&mut steps, &shared_tmp, &in_root("tmp"))?;
 
+        // Rootless, the kernel lets a user namespace mount a new /proc only where a full proc
+        // mount is already visible: the host's sits under /proc in the episode's template,
+        // and every command covers it with its own before anything of the agent's runs.
+        if rootless {
+            steps.push(Step::Mount {
+                source: Some(cstr("/proc")?),
+                target: cstr(in_root("proc"))?,
+                fstype: None,
+                flags: libc::MS_BIND | libc::MS_REC,
+                data: None,
+            });
+        }
+
         // Read-only extras (the project's virtualenv, toolchains), at the same path as on the host
         // because virtualenvs record absolute paths.
         for extra in &config.read_only_mounts {
@@ -294,10 +311,15 @@ impl RootfsPlan {
 
         // The workspace: the pristine snapshot under a writable layer on the episode tmpfs.
         let data = format!(
-            "lowerdir={},upperdir={},workdir={},redirect_dir=off,index=off,metacopy=off,xino=off",
+            "lowerdir={},upperdir={},workdir={},{}index=off,metacopy=off,xino=off{}",
             overlay_safe(snapshot_dir)?,
             overlay_safe(&upper)?,
             overlay_safe(&work)?,
+            // Renamed directories are copied rather than redirected (a user namespace refuses
+            // the option, and is already limited to that behaviour).
+            if rootless { "" } else { "redirect_dir=off," },
+            // In a user namespace overlayfs keeps its whiteout and opaque marks in user.* xattrs.
+            if rootless { ",userxattr" } else { "" },
         );
         steps.push(Step::Mount {
             source: Some(cstr("overlay")?),
@@ -387,6 +409,7 @@ mod tests {
             &Limits::default(),
             Path::new("/snapshots/demo"),
             stage,
+            false,
         )
         .unwrap();
         let binds = binds(&plan);
@@ -425,6 +448,7 @@ mod tests {
                 &Limits::default(),
                 Path::new(bad),
                 Path::new("/run/x"),
+                false,
             );
             assert!(matches!(err, Err(Error::InvalidConfig { .. })), "{bad}");
         }
