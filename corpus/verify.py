@@ -111,6 +111,13 @@ def unpack(archive: Path, p: dict, cache: Path) -> Path:
             tf.extractall(work, members=members)
     if not root.is_dir():
         raise RuntimeError(f"archive did not unpack to {p['root']}/")
+    # tar keeps the archive's (old) mtimes. Give every file "now", as a harness
+    # writing a mutant would: cargo decides staleness by mtime, and an old mtime
+    # on a restored file would let it reuse a binary built from the mutant.
+    now = time.time()
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            os.utime(os.path.join(dirpath, f), (now, now))
     for t in p.get("tests", []):
         if not (root / t).exists():
             raise RuntimeError(f"test path {t!r} missing from the archive")
@@ -229,6 +236,9 @@ def run_once(p: dict, root: Path, env: dict, scratch: Path, timeout: int):
         argv = pytest_argv(p, junit)
     else:
         argv = list(p["test_command"])
+        skips = [a for ds in p.get("deselect", []) for a in ("--skip", ds["id"])]
+        if skips:
+            argv += ["--"] + skips
     t0 = time.monotonic()
     try:
         # one stream, so cargo's "Running <suite>" (stderr) stays next to its tests (stdout)
