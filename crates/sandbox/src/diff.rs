@@ -147,21 +147,19 @@ fn render_change(change: &FileChange, out: &mut String) {
         Some(Some(b)) if is_text(b) => std::str::from_utf8(b).ok(),
         _ => None,
     };
+    let from = match change.old {
+        Some(_) => format!("a/{path}"),
+        None => "/dev/null".to_string(),
+    };
+    let to = match change.new {
+        Some(_) => format!("b/{path}"),
+        None => "/dev/null".to_string(),
+    };
     match (old_text, new_text) {
         (Some(old), Some(new)) => {
             if old == new {
                 return; // a mode-only change
             }
-            let from = if change.old.is_some() {
-                format!("a/{path}")
-            } else {
-                "/dev/null".into()
-            };
-            let to = if change.new.is_some() {
-                format!("b/{path}")
-            } else {
-                "/dev/null".into()
-            };
             let diff = TextDiff::from_lines(old, new);
             out.push_str(
                 &diff
@@ -172,16 +170,6 @@ fn render_change(change: &FileChange, out: &mut String) {
             );
         }
         _ => {
-            let from = if change.old.is_some() {
-                format!("a/{path}")
-            } else {
-                "/dev/null".into()
-            };
-            let to = if change.new.is_some() {
-                format!("b/{path}")
-            } else {
-                "/dev/null".into()
-            };
             out.push_str(&format!("Binary files {from} and {to} differ\n"));
         }
     }

@@ -96,16 +96,7 @@ impl LocalEpisode {
                     output_exceeded: false,
                 };
                 let status = ExitStatus::NotStarted { errno };
-                return Ok(io_util::assemble(
-                    &self.limits,
-                    outcome,
-                    status,
-                    started.elapsed(),
-                    Duration::ZERO,
-                    false,
-                    0,
-                    None,
-                ));
+                return Ok(unmetered(&self.limits, outcome, status, started.elapsed()));
             }
         };
         let pgid = child.id().map_or(0, |p| p as i32);
@@ -161,16 +152,7 @@ impl LocalEpisode {
             },
             None => ExitStatus::Signaled(libc::SIGKILL),
         };
-        Ok(io_util::assemble(
-            &self.limits,
-            outcome,
-            status,
-            started.elapsed(),
-            Duration::ZERO,
-            false,
-            0,
-            None,
-        ))
+        Ok(unmetered(&self.limits, outcome, status, started.elapsed()))
     }
 
     pub fn read_file(&self, path: &str, max_bytes: u64) -> Result<Vec<u8>> {
@@ -207,4 +189,24 @@ impl Drop for LocalEpisode {
     fn drop(&mut self) {
         let _ = self.teardown();
     }
+}
+
+/// A result without the figures only cgroups and a reaped init can give (cpu time, memory,
+/// OOM and process-limit counters).
+fn unmetered(
+    limits: &Limits,
+    outcome: io_util::Outcome,
+    status: ExitStatus,
+    duration: Duration,
+) -> ExecResult {
+    io_util::assemble(
+        limits,
+        outcome,
+        status,
+        duration,
+        Duration::ZERO,
+        false,
+        0,
+        None,
+    )
 }
