@@ -159,7 +159,7 @@ def build_env(p: dict, root: Path, cache: Path, python: str, env: dict) -> Path 
             [vpy, "-c", f"import {mod}, os; print(os.path.realpath({mod}.__file__))"],
             cwd="/", env=run_env(p, root, venv, env), capture_output=True, text=True,
         )
-        if out.returncode != 0 or not out.stdout.strip().startswith(str(src)):
+        if out.returncode != 0 or not Path(out.stdout.strip()).is_relative_to(src):
             raise RuntimeError(f"import {mod} does not resolve inside {src}: "
                                f"{out.stdout.strip() or out.stderr.strip()[-300:]}")
     return venv
