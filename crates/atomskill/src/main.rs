@@ -152,26 +152,10 @@ async fn sandbox_run(home: PathBuf, run: SandboxRun) -> Result<ExitCode> {
     let episode = sandbox.create_episode(&snapshot)?;
     let result = episode.exec(&ExecRequest::new(run.command.clone())).await?;
     let mut stdout = std::io::stdout().lock();
-    stdout.write_all(&result.stdout.head)?;
-    if result.stdout.is_truncated() {
-        writeln!(
-            stdout,
-            "\n[... {} bytes elided ...]",
-            result.stdout.elided_bytes()
-        )?;
-    }
-    stdout.write_all(&result.stdout.tail)?;
+    result.stdout.write_to(&mut stdout)?;
     stdout.flush()?;
     let mut stderr = std::io::stderr().lock();
-    stderr.write_all(&result.stderr.head)?;
-    if result.stderr.is_truncated() {
-        writeln!(
-            stderr,
-            "\n[... {} bytes elided ...]",
-            result.stderr.elided_bytes()
-        )?;
-    }
-    stderr.write_all(&result.stderr.tail)?;
+    result.stderr.write_to(&mut stderr)?;
     if let Some(limit) = result.killed_by {
         writeln!(
             stderr,

@@ -23,6 +23,15 @@ impl Captured {
         self.elided_bytes() > 0
     }
 
+    /// Writes the kept bytes as they are, with a marker line where bytes were left out.
+    pub fn write_to(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        out.write_all(&self.head)?;
+        if self.is_truncated() {
+            writeln!(out, "\n[... {} bytes elided ...]", self.elided_bytes())?;
+        }
+        out.write_all(&self.tail)
+    }
+
     /// The output as text, lossily decoded, with a marker where bytes were left out.
     pub fn to_text(&self) -> String {
         let mut out = String::from_utf8_lossy(&self.head).into_owned();
