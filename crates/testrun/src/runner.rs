@@ -1,0 +1,366 @@
+//! Running a project's tests in a sandbox episode and cross-checking what the framework reported
+//! against how the process ended.
+//!
+//! A run whose report and exit code disagree (a "passing" report from a process that exited 1, a
+//! report with failures from one that exited 0, a pytest internal error, an interrupted run, a
+//! killed one, a cargo summary that disagrees with its result lines) is marked inconsistent, and
+//! then no test of it counts as passed.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use corpus::{Ecosystem, Prepared};
+use sandbox::{Episode, ExecRequest, ExitStatus, Limits};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::status::{Parsed, TestStatus};
+
+/// Which tests to run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Selection {
+    All,
+    Ids(Vec<String>),
+}
+
+/// What one test run found.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TestRun {
+    pub statuses: BTreeMap<String, TestStatus>,
+    pub durations: BTreeMap<String, f64>,
+    pub exit: ExitStatus,
+    pub timed_out: bool,
+    pub wall_seconds: f64,
+    /// Whether the report agrees with the exit code; if not, no test counts as passed.
+    pub consistent: bool,
+    pub anomalies: Vec<String>,
+    /// The end of the console output, for people reading a verdict.
+    pub output_tail: String,
+}
+
+impl TestRun {
+    /// The status of a test; `None` if it did not run or the run is inconsistent.
+    pub fn status(&self, id: &str) -> Option<TestStatus> {
+        if !self.consistent {
+            return None;
+        }
+        self.statuses.get(id).copied()
+    }
+
+    pub fn passed(&self, id: &str) -> bool {
+        self.status(id).is_some_and(TestStatus::is_pass)
+    }
+
+    /// Ids among `ids` that did not pass (failed, errored, skipped, missing, or any id of an
+    /// inconsistent run).
+    pub fn not_passed<'a>(&self, ids: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+        ids.into_iter()
+            .filter(|id| !self.passed(id))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Runs the tests of one prepared project.
+#[derive(Clone, Debug)]
+pub struct TestRunner {
+    prepared: Prepared,
+}
+
+/// The workspace-relative path pytest writes its report to.
+const JUNIT_DIR: &str = ".atomskill";
+
+/// pytest options that take their value as the next argument.
+const PYTEST_VALUE_OPTIONS: &[&str] = &[
+    "-p",
+    "-m",
+    "-k",
+    "-o",
+    "-c",
+    "-W",
+    "--rootdir",
+    "--confcutdir",
+    "--ignore",
+    "--deselect",
+    "--import-mode",
+    "--override-ini",
+    "--tb",
+    "--basetemp",
+];
+
+impl TestRunner {
+    pub fn new(prepared: Prepared) -> TestRunner {
+        TestRunner { prepared }
+    }
+
+    pub fn prepared(&self) -> &Prepared {
+        &self.prepared
+    }
+
+    /// Limits for an episode that runs tests: the whole console output is kept (cargo's result
+    /// lines are read from it).
+    pub fn episode_limits(base: &Limits) -> Limits {
+        Limits {
+            output_head_bytes: 32 << 20,
+            output_tail_bytes: 1 << 20,
+            output_kill_bytes: 256 << 20,
+            ..base.clone()
+        }
+    }
+
+    /// The argv of a run; `junit` is the workspace-relative report path (pytest only).
+    pub fn command(&self, selection: &Selection, junit: &str) -> Vec<String> {
+        let spec = &self.prepared.spec;
+        match spec.ecosystem {
+            Ecosystem::Pypi => {
+                let mut argv = match selection {
+                    Selection::All => spec.test_command.clone(),
+                    Selection::Ids(_) => without_pytest_positionals(&spec.test_command),
+                };
+                argv.extend(spec.ignore.iter().map(|i| format!("--ignore={}", i.id)));
+                argv.extend(spec.deselect.iter().map(|d| format!("--deselect={}", d.id)));
+                argv.extend([
+                    "-o".to_string(),
+                    "junit_family=xunit1".to_string(),
+                    format!("--junitxml={}/{junit}", sandbox::WORKSPACE),
+                ]);
+                if let Selection::Ids(ids) = selection {
+                    argv.extend(ids.iter().cloned());
+                }
+                argv
+            }
+            Ecosystem::Crates => {
+                // Merge stderr into stdout so each result line follows its target's header.
+                let mut argv: Vec<String> = ["bash", "-c", "exec 2>&1; exec \"$@\"", "cargo-test"]
+                    .map(String::from)
+                    .to_vec();
+                argv.extend(spec.test_command.iter().cloned());
+                if !spec.deselect.is_empty() {
+                    argv.push("--".into());
+                    for d in &spec.deselect {
+                        argv.extend(["--skip".to_string(), d.id.clone()]);
+                    }
+                }
+                argv
+            }
+        }
+    }
+
+    /// Runs `selection` in `episode` and parses the outcome. For crates the whole suite runs
+    /// (it is small and cargo filters by substring) and the selection is applied afterwards.
+    pub async fn run(
+        &self,
+        episode: &Episode,
+        selection: &Selection,
+        timeout: Duration,
+    ) -> Result<TestRun> {
+        let spec = &self.prepared.spec;
+        let junit = format!("{JUNIT_DIR}/junit-{}.xml", episode.id().replace('/', "_"));
+        let mut request = ExecRequest::new(self.command(selection, &junit)).timeout(timeout);
+        request.env = self
+            .prepared
+            .run_env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let result = episode.exec(&request).await.map_err(Error::Sandbox)?;
+        let stdout = result.stdout.to_text();
+        let mut output_tail: String = stdout
+            .chars()
+            .rev()
+            .take(4000)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        if !result.stderr.head.is_empty() {
+            output_tail.push_str("\n--- stderr ---\n");
+            output_tail.push_str(
+                &result
+                    .stderr
+                    .to_text()
+                    .chars()
+                    .take(4000)
+                    .collect::<String>(),
+            );
+        }
+        let killed = result.killed_by.is_some()
+            || result.timed_out
+            || matches!(result.status, ExitStatus::Signaled(_));
+        let (mut parsed, mut consistent) = match spec.ecosystem {
+            Ecosystem::Pypi => {
+                let report = match episode.read_file(&junit, 512 << 20) {
+                    Ok(bytes) => parse_pytest_report(&bytes),
+                    Err(error) => Err(format!("no JUnit report: {error}")),
+                };
+                match report {
+                    Ok(parsed) => {
+                        let consistent = pytest_consistent(result.status, &parsed);
+                        (parsed, consistent)
+                    }
+                    Err(message) => (
+                        Parsed {
+                            anomalies: vec![message],
+                            ..Parsed::default()
+                        },
+                        false,
+                    ),
+                }
+            }
+            Ecosystem::Crates => {
+                let parsed = crate::cargo::parse_cargo_test(&stdout);
+                let consistent =
+                    parsed.anomalies.is_empty() && cargo_consistent(result.status, &parsed);
+                (parsed, consistent)
+            }
+        };
+        if killed {
+            consistent = false;
+            parsed.anomalies.push(format!(
+                "the run was killed ({})",
+                result
+                    .killed_by
+                    .map_or_else(|| format!("{:?}", result.status), |k| format!("{k:?}"))
+            ));
+        }
+        if !consistent && parsed.anomalies.is_empty() {
+            parsed.anomalies.push(format!(
+                "exit status {:?} disagrees with the report ({} passed, {} failed, {} errors)",
+                result.status,
+                parsed.count(TestStatus::Passed),
+                parsed.count(TestStatus::Failed),
+                parsed.count(TestStatus::Error)
+            ));
+        }
+        if let (Ecosystem::Crates, Selection::Ids(ids)) = (spec.ecosystem, selection) {
+            let wanted: std::collections::BTreeSet<&String> = ids.iter().collect();
+            parsed.statuses.retain(|id, _| wanted.contains(id));
+        }
+        Ok(TestRun {
+            statuses: parsed.statuses,
+            durations: parsed.durations,
+            exit: result.status,
+            timed_out: result.timed_out,
+            wall_seconds: result.duration.as_secs_f64(),
+            consistent,
+            anomalies: parsed.anomalies,
+            output_tail,
+        })
+    }
+}
+
+fn parse_pytest_report(bytes: &[u8]) -> std::result::Result<Parsed, String> {
+    let text = std::str::from_utf8(bytes).map_err(|e| format!("JUnit report is not UTF-8: {e}"))?;
+    crate::junit::parse_junit(text)
+}
+
+/// pytest's exit codes: 0 all passed, 1 some failed, 5 nothing collected; anything else
+/// (interrupted, internal error, usage error) is never consistent.
+fn pytest_consistent(status: ExitStatus, parsed: &Parsed) -> bool {
+    let bad = parsed.count(TestStatus::Failed) + parsed.count(TestStatus::Error);
+    match status {
+        ExitStatus::Exited(0) => bad == 0 && parsed.anomalies.is_empty(),
+        ExitStatus::Exited(1) => bad > 0,
+        ExitStatus::Exited(5) => parsed.statuses.is_empty(),
+        _ => false,
+    }
+}
+
+/// cargo exits 0 when every target passed and 101 when a test failed or the build failed.
+fn cargo_consistent(status: ExitStatus, parsed: &Parsed) -> bool {
+    let failed = parsed.count(TestStatus::Failed);
+    match status {
+        ExitStatus::Exited(0) => failed == 0,
+        ExitStatus::Exited(101) => true,
+        _ => false,
+    }
+}
+
+/// Drops the test paths from a pytest command line, keeping its options, so that chosen ids
+/// can be given instead.
+pub fn without_pytest_positionals(argv: &[String]) -> Vec<String> {
+    let Some(start) = argv
+        .iter()
+        .position(|a| a == "pytest" || a.ends_with("/pytest"))
+    else {
+        return argv.to_vec();
+    };
+    let mut out = argv[..=start].to_vec();
+    let mut takes_value = false;
+    for arg in &argv[start + 1..] {
+        if takes_value {
+            out.push(arg.clone());
+            takes_value = false;
+        } else if arg.starts_with('-') {
+            takes_value = PYTEST_VALUE_OPTIONS.contains(&arg.as_str());
+            out.push(arg.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pytest_positionals() {
+        let argv = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+        for (input, expected) in [
+            (
+                "python -m pytest -p no:cacheprovider -q tests",
+                "python -m pytest -p no:cacheprovider -q",
+            ),
+            (
+                "python -m pytest -q --doctest-modules tabulate test",
+                "python -m pytest -q --doctest-modules",
+            ),
+            (
+                "python -m pytest -o addopts= -k x tests",
+                "python -m pytest -o addopts= -k x",
+            ),
+            ("make test", "make test"),
+        ] {
+            assert_eq!(
+                without_pytest_positionals(&argv(input)),
+                argv(expected),
+                "{input}"
+            );
+        }
+    }
+
+    #[test]
+    fn exit_codes_against_reports() {
+        let parsed = |statuses: &[TestStatus]| Parsed {
+            statuses: statuses
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (format!("t{i}"), *s))
+                .collect(),
+            ..Parsed::default()
+        };
+        use TestStatus::*;
+        for (status, report, expected) in [
+            (ExitStatus::Exited(0), parsed(&[Passed, Skipped]), true),
+            (ExitStatus::Exited(1), parsed(&[Passed, Failed]), true),
+            // A rewritten report that claims everything passed, from a run that failed.
+            (ExitStatus::Exited(1), parsed(&[Passed, Passed]), false),
+            (ExitStatus::Exited(0), parsed(&[Passed, Error]), false),
+            (ExitStatus::Exited(2), parsed(&[Passed]), false),
+            (ExitStatus::Exited(3), parsed(&[]), false),
+            (ExitStatus::Exited(5), parsed(&[]), true),
+            (ExitStatus::Signaled(9), parsed(&[Passed]), false),
+        ] {
+            assert_eq!(
+                pytest_consistent(status, &report),
+                expected,
+                "{status:?} {report:?}"
+            );
+        }
+        assert!(cargo_consistent(
+            ExitStatus::Exited(101),
+            &parsed(&[Failed])
+        ));
+        assert!(!cargo_consistent(ExitStatus::Exited(0), &parsed(&[Failed])));
+    }
+}
