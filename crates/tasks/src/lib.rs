@@ -1,0 +1,18 @@
+//! Task instances of the five atomic skills and the composite tasks, their storage, and the
+//! verifiers that turn an agent's answer into a reward.
+//!
+//! The verifiers never trust the agent's workspace: they grade data captured from it in fresh
+//! episodes of the pristine snapshot.
+
+pub mod error;
+pub mod instance;
+pub mod patch;
+pub mod verify;
+
+pub use crate::error::{Error, Result};
+pub use crate::instance::{
+    BugRef, CandidateKind, Instance, Mutant, ProjectRef, Skill, TargetFunction, Task, Validation,
+    SCHEMA_VERSION,
+};
+pub use crate::patch::FileEdits;
+pub use crate::verify::{Answer, Details, GradedProject, Grader, Verdict};

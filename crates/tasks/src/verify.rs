@@ -1,0 +1,579 @@
+//! One reward function per skill, run in fresh sandbox episodes.
+//!
+//! The grader never reads the agent's episode: it gets the agent's answer as data (the submit
+//! arguments and the final contents of the files it changed), starts from the pristine
+//! snapshot, applies the instance's setup, and copies in only what the skill grades. Test files,
+//! test configuration and interpreter hooks the agent changed are dropped, so the hidden tests
+//! always run as shipped. Every verdict says why.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use corpus::{Ecosystem, ProjectSpec};
+use sandbox::{Episode, ExecRequest, Sandbox, Snapshot};
+use serde::{Deserialize, Serialize};
+use testrun::{Selection, TestRun, TestRunner};
+
+use crate::error::{Error, Result};
+use crate::instance::{Instance, Task};
+use crate::patch::FileEdits;
+
+/// What an episode produced, captured once the agent finished.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    /// The arguments of the agent's `submit` call (`null` if it never submitted).
+    pub submission: serde_json::Value,
+    /// Final contents of every file the agent's workspace has that differs from the pristine
+    /// snapshot (so the bug and hidden-test deletions appear here too, unless the agent undid
+    /// them).
+    pub files: FileEdits,
+}
+
+/// The grade of one answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
+    pub reward: f64,
+    /// Why, in a sentence.
+    pub reason: String,
+    pub details: Details,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Details {
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub failed_tests: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub precision: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub recall: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub f1: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub mutation_score: Option<f64>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub survived_mutants: Vec<String>,
+    /// Exit codes of a reproduction script on the buggy and on the fixed code.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub script_exit_before: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub script_exit_after: Option<i32>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub anomalies: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub seconds: Option<f64>,
+}
+
+impl Verdict {
+    fn new(reward: f64, reason: impl Into<String>, details: Details) -> Verdict {
+        Verdict {
+            reward,
+            reason: reason.into(),
+            details,
+        }
+    }
+}
+
+/// A project the grader can run: its runner and pristine snapshot.
+#[derive(Clone, Debug)]
+pub struct GradedProject {
+    pub runner: TestRunner,
+    pub snapshot: Snapshot,
+}
+
+/// Grades answers against instances.
+pub struct Grader {
+    sandbox: Arc<Sandbox>,
+    /// By snapshot id.
+    projects: BTreeMap<String, GradedProject>,
+    pub test_timeout: Duration,
+}
+
+/// Files an answer may never change for grading, besides the project's test paths: test
+/// configuration and interpreter start-up hooks.
+pub fn is_protected_path(spec: &ProjectSpec, path: &str) -> bool {
+    let path = path.trim_start_matches("./");
+    let file = path.rsplit('/').next().unwrap_or(path);
+    spec.is_test_path(path)
+        || path.starts_with(".atomskill")
+        || match spec.ecosystem {
+            Ecosystem::Pypi => {
+                matches!(
+                    file,
+                    "conftest.py"
+                        | "pytest.ini"
+                        | "tox.ini"
+                        | "setup.cfg"
+                        | "pyproject.toml"
+                        | "setup.py"
+                        | "sitecustomize.py"
+                        | "usercustomize.py"
+                        | "noxfile.py"
+                ) || file.ends_with(".pth")
+            }
+            Ecosystem::Crates => {
+                matches!(file, "Cargo.toml" | "Cargo.lock" | "build.rs")
+                    || path.starts_with(".cargo/")
+            }
+        }
+}
+
+fn normalise(path: &str) -> String {
+    let path = path.trim();
+    let path = path.strip_prefix(sandbox::WORKSPACE).unwrap_or(path);
+    path.trim_start_matches('/')
+        .trim_start_matches("./")
+        .to_string()
+}
+
+fn submitted_path(submission: &serde_json::Value) -> Option<String> {
+    submission
+        .get("path")
+        .and_then(|p| p.as_str())
+        .map(normalise)
+        .filter(|p| !p.is_empty())
+}
+
+impl Grader {
+    pub fn new(sandbox: Arc<Sandbox>, test_timeout: Duration) -> Grader {
+        Grader {
+            sandbox,
+            projects: BTreeMap::new(),
+            test_timeout,
+        }
+    }
+
+    pub fn add_project(&mut self, project: GradedProject) {
+        self.projects.insert(project.snapshot.id.clone(), project);
+    }
+
+    pub fn project(&self, instance: &Instance) -> Result<&GradedProject> {
+        self.projects
+            .get(&instance.project.snapshot)
+            .ok_or_else(|| {
+                Error::UnknownProject(format!(
+                    "{}-{}",
+                    instance.project.name, instance.project.version
+                ))
+            })
+    }
+
+    /// A fresh episode of the pristine snapshot with `edits` applied.
+    async fn episode(&self, project: &GradedProject, edits: &FileEdits) -> Result<Episode> {
+        let limits = TestRunner::episode_limits(self.sandbox.default_limits());
+        let episode = self
+            .sandbox
+            .create_episode_with(&project.snapshot, limits)?;
+        if let Err(error) = edits.apply(&episode).await {
+            let _ = episode.destroy();
+            return Err(error);
+        }
+        Ok(episode)
+    }
+
+    async fn run_tests(
+        &self,
+        project: &GradedProject,
+        edits: &FileEdits,
+        selection: &Selection,
+    ) -> Result<TestRun> {
+        let episode = self.episode(project, edits).await?;
+        let run = project
+            .runner
+            .run(&episode, selection, self.test_timeout)
+            .await;
+        episode.destroy()?;
+        Ok(run?)
+    }
+
+    /// The agent's edits that count for grading: source files only.
+    fn source_edits(spec: &ProjectSpec, files: &FileEdits) -> FileEdits {
+        FileEdits(
+            files
+                .0
+                .iter()
+                .filter(|(path, _)| !is_protected_path(spec, path))
+                .map(|(p, c)| (p.clone(), c.clone()))
+                .collect(),
+        )
+    }
+
+    /// The part of an instance's setup that changes code (not the deletion of hidden tests).
+    fn code_setup(spec: &ProjectSpec, setup: &FileEdits) -> FileEdits {
+        Self::source_edits(spec, setup)
+    }
+
+    pub async fn grade(&self, instance: &Instance, answer: &Answer) -> Result<Verdict> {
+        let started = std::time::Instant::now();
+        let mut verdict = match &instance.task {
+            Task::Localization { gold_files, .. } => {
+                Ok(grade_localization(gold_files, &answer.submission))
+            }
+            Task::Review { label, .. } => Ok(grade_review(*label, &answer.submission)),
+            Task::Editing {
+                fail_to_pass,
+                pass_to_pass,
+                ..
+            }
+            | Task::BugFixing {
+                fail_to_pass,
+                pass_to_pass,
+                ..
+            } => {
+                self.grade_tests(instance, answer, fail_to_pass, pass_to_pass)
+                    .await
+            }
+            Task::TestGeneration {
+                grade_path,
+                mutants,
+                ..
+            } => {
+                self.grade_test_generation(instance, answer, grade_path, mutants)
+                    .await
+            }
+            Task::Reproduction { gold_patch, .. } => {
+                self.grade_reproduction(instance, answer, gold_patch).await
+            }
+        }?;
+        verdict.details.seconds = Some(started.elapsed().as_secs_f64());
+        Ok(verdict)
+    }
+
+    async fn grade_tests(
+        &self,
+        instance: &Instance,
+        answer: &Answer,
+        f2p: &[String],
+        p2p: &[String],
+    ) -> Result<Verdict> {
+        let project = self.project(instance)?;
+        let spec = &project.runner.prepared().spec;
+        // The bug, then the agent's source edits on top (which may rewrite the buggy file).
+        let edits =
+            Self::code_setup(spec, &instance.setup).then(&Self::source_edits(spec, &answer.files));
+        let ids: Vec<String> = f2p.iter().chain(p2p).cloned().collect();
+        let run = self
+            .run_tests(project, &edits, &Selection::Ids(ids.clone()))
+            .await?;
+        let failed = run.not_passed(&ids);
+        let details = Details {
+            failed_tests: failed.clone(),
+            anomalies: run.anomalies.clone(),
+            ..Details::default()
+        };
+        Ok(if failed.is_empty() {
+            Verdict::new(1.0, format!("all {} hidden tests pass", ids.len()), details)
+        } else {
+            let f2p_failed = failed.iter().filter(|id| f2p.contains(id)).count();
+            Verdict::new(
+                0.0,
+                format!(
+                    "{} of {} fail-to-pass and {} of {} pass-to-pass tests do not pass",
+                    f2p_failed,
+                    f2p.len(),
+                    failed.len() - f2p_failed,
+                    p2p.len()
+                ),
+                details,
+            )
+        })
+    }
+
+    async fn grade_test_generation(
+        &self,
+        instance: &Instance,
+        answer: &Answer,
+        grade_path: &str,
+        mutants: &[crate::instance::Mutant],
+    ) -> Result<Verdict> {
+        let project = self.project(instance)?;
+        let Some(path) = submitted_path(&answer.submission) else {
+            return Ok(Verdict::new(
+                0.0,
+                "no test file was submitted",
+                Details::default(),
+            ));
+        };
+        let Some(Some(content)) = answer.files.0.get(&path) else {
+            return Ok(Verdict::new(
+                0.0,
+                format!("the submitted test file `{path}` does not exist or was not changed"),
+                Details::default(),
+            ));
+        };
+        let test_file = FileEdits::new().write(grade_path, content.clone());
+        let selection = Selection::Ids(vec![grade_path.to_string()]);
+        let original = self.run_tests(project, &test_file, &selection).await?;
+        let all_pass = original.consistent
+            && !original.statuses.is_empty()
+            && original.statuses.values().all(|s| s.is_pass());
+        if !all_pass {
+            let failed: Vec<String> = original
+                .statuses
+                .iter()
+                .filter(|(_, s)| !s.is_pass())
+                .map(|(id, _)| id.clone())
+                .collect();
+            let reason = if original.statuses.is_empty() {
+                "the test file collected no tests on the original code".to_string()
+            } else {
+                format!(
+                    "{} of the file's tests do not pass on the original code",
+                    failed.len().max(1)
+                )
+            };
+            return Ok(Verdict::new(
+                0.0,
+                reason,
+                Details {
+                    failed_tests: failed,
+                    anomalies: original.anomalies,
+                    ..Details::default()
+                },
+            ));
+        }
+        let mut survived = Vec::new();
+        for mutant in mutants {
+            let run = self
+                .run_tests(project, &mutant.edits.then(&test_file), &selection)
+                .await?;
+            let passes = run.consistent
+                && !run.statuses.is_empty()
+                && run.statuses.values().all(|s| s.is_pass());
+            if passes {
+                survived.push(mutant.id.clone());
+            }
+        }
+        let killed = mutants.len() - survived.len();
+        let score = if mutants.is_empty() {
+            0.0
+        } else {
+            killed as f64 / mutants.len() as f64
+        };
+        let details = Details {
+            mutation_score: Some(score),
+            survived_mutants: survived.clone(),
+            ..Details::default()
+        };
+        Ok(if survived.is_empty() && !mutants.is_empty() {
+            Verdict::new(
+                1.0,
+                format!(
+                    "passes on the original and kills all {} mutants",
+                    mutants.len()
+                ),
+                details,
+            )
+        } else {
+            Verdict::new(
+                0.0,
+                format!("{} of {} mutants survive", survived.len(), mutants.len()),
+                details,
+            )
+        })
+    }
+
+    async fn run_script(
+        &self,
+        project: &GradedProject,
+        edits: &FileEdits,
+        path: &str,
+    ) -> Result<sandbox::ExecResult> {
+        let episode = self.episode(project, edits).await?;
+        let interpreter = if path.ends_with(".sh") {
+            "bash"
+        } else {
+            "python"
+        };
+        let mut request = ExecRequest::new([interpreter, path]).timeout(self.test_timeout);
+        request.env = project
+            .runner
+            .prepared()
+            .run_env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let result = episode.exec(&request).await;
+        episode.destroy()?;
+        Ok(result?)
+    }
+
+    async fn grade_reproduction(
+        &self,
+        instance: &Instance,
+        answer: &Answer,
+        gold_patch: &FileEdits,
+    ) -> Result<Verdict> {
+        let project = self.project(instance)?;
+        let spec = &project.runner.prepared().spec;
+        let Some(path) = submitted_path(&answer.submission) else {
+            return Ok(Verdict::new(
+                0.0,
+                "no script was submitted",
+                Details::default(),
+            ));
+        };
+        let Some(Some(content)) = answer.files.0.get(&path) else {
+            return Ok(Verdict::new(
+                0.0,
+                format!("the submitted script `{path}` does not exist or was not changed"),
+                Details::default(),
+            ));
+        };
+        if is_protected_path(spec, &path) && !spec.is_test_path(&path) {
+            return Ok(Verdict::new(
+                0.0,
+                format!("`{path}` is a configuration file, not a script"),
+                Details::default(),
+            ));
+        }
+        let script = FileEdits::new().write(path.clone(), content.clone());
+        let buggy = instance.setup.then(&script);
+        let fixed = buggy.then(gold_patch);
+        let before = self.run_script(project, &buggy, &path).await?;
+        let after = self.run_script(project, &fixed, &path).await?;
+        let details = Details {
+            script_exit_before: Some(before.status.code()),
+            script_exit_after: Some(after.status.code()),
+            ..Details::default()
+        };
+        let failed_before = !before.success() && !before.timed_out;
+        let passed_after = after.success();
+        Ok(match (failed_before, passed_after) {
+            (true, true) => Verdict::new(
+                1.0,
+                "fails on the buggy code and passes with the fix",
+                details,
+            ),
+            (false, _) => Verdict::new(0.0, "the script does not fail on the buggy code", details),
+            (true, false) => {
+                Verdict::new(0.0, "the script still fails with the fix applied", details)
+            }
+        })
+    }
+}
+
+pub fn grade_localization(gold: &[String], submission: &serde_json::Value) -> Verdict {
+    let submitted: std::collections::BTreeSet<String> = submission
+        .get("files")
+        .and_then(|f| f.as_array())
+        .map(|files| {
+            files
+                .iter()
+                .filter_map(|f| f.as_str())
+                .map(normalise)
+                .filter(|f| !f.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let gold: std::collections::BTreeSet<String> = gold.iter().map(|g| normalise(g)).collect();
+    let hits = submitted.intersection(&gold).count() as f64;
+    let precision = if submitted.is_empty() {
+        0.0
+    } else {
+        hits / submitted.len() as f64
+    };
+    let recall = if gold.is_empty() {
+        0.0
+    } else {
+        hits / gold.len() as f64
+    };
+    let f1 = if precision + recall == 0.0 {
+        0.0
+    } else {
+        2.0 * precision * recall / (precision + recall)
+    };
+    let details = Details {
+        precision: Some(precision),
+        recall: Some(recall),
+        f1: Some(f1),
+        ..Details::default()
+    };
+    if submitted == gold {
+        Verdict::new(1.0, "the submitted files are exactly the gold set", details)
+    } else {
+        Verdict::new(
+            -1.0,
+            format!(
+                "submitted {} files, {} of them in the gold set of {}",
+                submitted.len(),
+                hits,
+                gold.len()
+            ),
+            details,
+        )
+    }
+}
+
+pub fn grade_review(label: bool, submission: &serde_json::Value) -> Verdict {
+    let verdict = submission
+        .get("verdict")
+        .and_then(|v| v.as_str())
+        .map(|v| v.trim().to_ascii_uppercase());
+    let expected = if label { "YES" } else { "NO" };
+    match verdict.as_deref() {
+        Some(v) if v == expected => Verdict::new(
+            1.0,
+            format!("judged {v}, which matches the label"),
+            Details::default(),
+        ),
+        Some(v @ ("YES" | "NO")) => Verdict::new(
+            0.0,
+            format!("judged {v}, the label is {expected}"),
+            Details::default(),
+        ),
+        _ => Verdict::new(0.0, "no YES/NO judgment was submitted", Details::default()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn localization_rewards() {
+        let gold = vec!["src/pkg/a.py".to_string()];
+        for (submission, reward, f1) in [
+            (json!({"files": ["src/pkg/a.py"]}), 1.0, 1.0),
+            (json!({"files": ["/workspace/src/pkg/a.py"]}), 1.0, 1.0),
+            (
+                json!({"files": ["./src/pkg/a.py", "src/pkg/b.py"]}),
+                -1.0,
+                2.0 / 3.0,
+            ),
+            (json!({"files": []}), -1.0, 0.0),
+            (json!(null), -1.0, 0.0),
+            (json!({"files": "src/pkg/a.py"}), -1.0, 0.0),
+        ] {
+            let verdict = grade_localization(&gold, &submission);
+            assert_eq!(verdict.reward, reward, "{submission}");
+            assert!(
+                (verdict.details.f1.unwrap() - f1).abs() < 1e-12,
+                "{submission}"
+            );
+        }
+    }
+
+    #[test]
+    fn review_rewards() {
+        for (label, submission, reward) in [
+            (true, json!({"verdict": "YES"}), 1.0),
+            (true, json!({"verdict": " yes "}), 1.0),
+            (true, json!({"verdict": "NO"}), 0.0),
+            (
+                false,
+                json!({"verdict": "NO", "review": "wrong place"}),
+                1.0,
+            ),
+            (false, json!({"verdict": "maybe"}), 0.0),
+            (false, json!(null), 0.0),
+        ] {
+            assert_eq!(
+                grade_review(label, &submission).reward,
+                reward,
+                "{label} {submission}"
+            );
+        }
+    }
+}
