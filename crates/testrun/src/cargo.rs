@@ -17,7 +17,37 @@ pub fn parse_cargo_test(output: &str) -> Parsed {
     let mut in_results = false;
     let mut seen_in_target: BTreeMap<TestStatus, usize> = BTreeMap::new();
     let mut names_in_target: BTreeMap<String, usize> = BTreeMap::new();
+    // The failure section of a test: its name and the panic message lines after "panicked at".
+    let mut section: Option<(String, Vec<String>, bool)> = None;
     for line in output.lines() {
+        if let Some(name) = line
+            .strip_prefix("---- ")
+            .and_then(|l| l.strip_suffix(" stdout ----"))
+        {
+            flush_section(&mut parsed, &target, section.take());
+            section = Some((name.to_string(), Vec::new(), false));
+            continue;
+        }
+        if let Some((_, message, after_panic)) = section.as_mut() {
+            if line == "failures:" || line.starts_with("test result: ") {
+                flush_section(&mut parsed, &target, section.take());
+            } else if line.contains("panicked at ") {
+                *after_panic = true;
+                continue;
+            } else if *after_panic {
+                let end = line.trim().is_empty()
+                    || line.starts_with("note: ")
+                    || line.starts_with("stack backtrace:");
+                if end || message.len() >= 4 {
+                    *after_panic = false;
+                } else {
+                    message.push(line.trim().to_string());
+                }
+                continue;
+            } else {
+                continue;
+            }
+        }
         let trimmed = line.trim_start();
         if let Some(rest) = trimmed.strip_prefix("Running ") {
             let path = rest.split(" (").next().unwrap_or(rest).trim();
@@ -86,6 +116,21 @@ pub fn parse_cargo_test(output: &str) -> Parsed {
     parsed
 }
 
+fn flush_section(parsed: &mut Parsed, target: &str, section: Option<(String, Vec<String>, bool)>) {
+    if let Some((mut name, message, _)) = section {
+        if target == "doc" {
+            if let Some(at) = name.rfind(" (line ") {
+                name.truncate(at);
+            }
+        }
+        if !message.is_empty() {
+            parsed
+                .messages
+                .insert(format!("{target}::{name}"), message.join("\n"));
+        }
+    }
+}
+
 fn check_summary(
     parsed: &mut Parsed,
     target: &str,
@@ -143,6 +188,10 @@ mod tests {
             .collect();
         assert_eq!(got, expected);
         assert!(parsed.anomalies.is_empty(), "{:?}", parsed.anomalies);
+        assert_eq!(
+            parsed.messages.get("lib::tests::fails").map(String::as_str),
+            Some("assertion `left == right` failed\nleft: 2\nright: 3")
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub fn parse_junit(xml: &str) -> Result<Parsed, String> {
         let file = case.attribute("file");
         let seconds = case.attribute("time").and_then(|t| t.parse::<f64>().ok());
         let mut status = TestStatus::Passed;
+        let mut message = None;
         for child in case.children().filter(|c| c.is_element()) {
             let this = match child.tag_name().name() {
                 "failure" => TestStatus::Failed,
@@ -30,6 +31,9 @@ pub fn parse_junit(xml: &str) -> Result<Parsed, String> {
             };
             if this.severity() > status.severity() {
                 status = this;
+                if matches!(this, TestStatus::Failed | TestStatus::Error) {
+                    message = child.attribute("message").map(str::to_string);
+                }
             }
         }
         if classname.is_empty() {
@@ -39,7 +43,11 @@ pub fn parse_junit(xml: &str) -> Result<Parsed, String> {
             parsed.record(id, TestStatus::Error, seconds);
             continue;
         }
-        parsed.record(node_id(file, classname, name), status, seconds);
+        let id = node_id(file, classname, name);
+        if let Some(message) = message {
+            parsed.messages.entry(id.clone()).or_insert(message);
+        }
+        parsed.record(id, status, seconds);
     }
     Ok(parsed)
 }
@@ -142,6 +150,13 @@ mod tests {
             assert_eq!(status(id), Some(expected), "{id}");
         }
         assert_eq!(parsed.statuses.len(), 11);
+        assert_eq!(
+            parsed
+                .messages
+                .get("tests/test_a.py::test_fail")
+                .map(String::as_str),
+            Some("assert 2 == 3\n +  where 2 = add(1, 1)")
+        );
         assert!(parsed.anomalies.is_empty());
     }
 

@@ -28,6 +28,8 @@ pub enum Selection {
 pub struct TestRun {
     pub statuses: BTreeMap<String, TestStatus>,
     pub durations: BTreeMap<String, f64>,
+    /// One-line failure messages of failed tests.
+    pub messages: BTreeMap<String, String>,
     pub exit: ExitStatus,
     pub timed_out: bool,
     pub wall_seconds: f64,
@@ -239,6 +241,7 @@ impl TestRunner {
         Ok(TestRun {
             statuses: parsed.statuses,
             durations: parsed.durations,
+            messages: parsed.messages,
             exit: result.status,
             timed_out: result.timed_out,
             wall_seconds: result.duration.as_secs_f64(),

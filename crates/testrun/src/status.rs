@@ -40,6 +40,9 @@ pub struct Parsed {
     pub statuses: BTreeMap<String, TestStatus>,
     /// Seconds per test id, where the framework reports them.
     pub durations: BTreeMap<String, f64>,
+    /// The framework's one-line failure message per failed or errored test.
+    #[serde(default)]
+    pub messages: BTreeMap<String, String>,
     /// What the parser found suspicious (counts that disagree with a summary line...).
     pub anomalies: Vec<String>,
 }
