@@ -7,6 +7,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod factory;
+
 use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use sandbox::{ExecRequest, Isolation, Limits, Sandbox, SandboxConfig, SnapshotStore};
@@ -30,10 +32,11 @@ enum Command {
     /// Run commands in the episode sandbox.
     #[command(subcommand)]
     Sandbox(SandboxCommand),
-    /// Fetch and prepare the corpus of real repositories (issue 3).
-    Corpus(Planned),
-    /// Synthesize verified task instances of the five skills (issue 3).
-    Synth(Planned),
+    /// Fetch and prepare the corpus of real repositories.
+    #[command(subcommand)]
+    Corpus(factory::CorpusCommand),
+    /// Synthesize verified task instances of the five skills and bug fixing.
+    Synth(factory::Synth),
     /// Drop training instances that overlap the evaluation set (issue 3).
     Decontam(Planned),
     /// Evaluate a policy: Avg@k and pass@k per skill (issue 4).
@@ -186,6 +189,34 @@ fn snapshot_dir(home: &std::path::Path, sandbox: &Sandbox) -> PathBuf {
     }
 }
 
+/// The sandbox the task factory runs tests in: the corpus cache (virtualenvs) and the Rust
+/// toolchain mounted read-only.
+fn factory_sandbox(home: &std::path::Path) -> Result<(std::sync::Arc<Sandbox>, SnapshotStore)> {
+    let corpus_dir = home.join("corpus");
+    std::fs::create_dir_all(&corpus_dir).with_context(|| format!("creating {}", corpus_dir.display()))?;
+    let mut config = SandboxConfig::default();
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        config.runtime_dir = home.join("run");
+    }
+    config.read_only_mounts.push(corpus_dir.canonicalize()?);
+    if let Ok(output) = std::process::Command::new("rustc").args(["--print", "sysroot"]).output() {
+        let sysroot = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        if output.status.success() && sysroot.is_dir() {
+            config.read_only_mounts.push(sysroot);
+        }
+    }
+    let limits = Limits {
+        timeout: Duration::from_secs(600),
+        memory_bytes: 4 << 30,
+        max_processes: 512,
+        ..Limits::default()
+    };
+    let sandbox = Sandbox::new(config, limits)?;
+    let store = SnapshotStore::new(snapshot_dir(home, &sandbox), sandbox.snapshot_owner());
+    Ok((std::sync::Arc::new(sandbox), store))
+}
+
 fn planned(name: &str, issue: u32) -> Result<ExitCode> {
     eprintln!("atomskill {name}: not available in this build yet (tracked in issue {issue})");
     Ok(ExitCode::from(2))
@@ -213,8 +244,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             bench::sandbox::run(&options, &sandbox, &store).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Corpus(_) => planned("corpus", 3),
-        Command::Synth(_) => planned("synth", 3),
+        Command::Corpus(factory::CorpusCommand::List(args)) => factory::corpus_list(&home, args),
+        Command::Corpus(factory::CorpusCommand::Fetch(fetch)) => {
+            let (sandbox, store) = factory_sandbox(&home)?;
+            factory::corpus_fetch(&home, sandbox, store, fetch).await
+        }
+        Command::Synth(args) => {
+            let (sandbox, store) = factory_sandbox(&home)?;
+            factory::synth(&home, sandbox, store, args).await
+        }
         Command::Decontam(_) => planned("decontam", 3),
         Command::Eval(_) => planned("eval", 4),
         Command::Model(_) => planned("model", 5),

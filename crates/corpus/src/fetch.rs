@@ -25,7 +25,11 @@ pub fn fetch_archive(url: &str, expected_sha256: &str, dest: &Path) -> Result<()
             return Ok(());
         }
     }
-    let bytes = download(url)?;
+    let bytes = match url.strip_prefix("file://") {
+        // A detected project's sdist, already downloaded by pip.
+        Some(path) => std::fs::read(path).map_err(|e| Error::io(path, e))?,
+        None => download(url)?,
+    };
     let actual = sha256_hex(&bytes);
     if actual != expected_sha256 {
         return Err(Error::Checksum {

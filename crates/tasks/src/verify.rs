@@ -13,7 +13,7 @@ use std::time::Duration;
 use corpus::{Ecosystem, ProjectSpec};
 use sandbox::{Episode, ExecRequest, Sandbox, Snapshot};
 use serde::{Deserialize, Serialize};
-use testrun::{Selection, TestRun, TestRunner};
+use testrun::{Selection, TestRun, TestRunner, TestStatus};
 
 use crate::error::{Error, Result};
 use crate::instance::{Instance, Task};
@@ -203,6 +203,17 @@ impl Grader {
         Self::source_edits(spec, setup)
     }
 
+    /// Runs `ids` on the pristine snapshot of `snapshot_id` with `edits` applied; returns the
+    /// ids that did not pass.
+    pub async fn failing_tests(&self, snapshot_id: &str, edits: &FileEdits, ids: &[String]) -> Result<Vec<String>> {
+        let project = self
+            .projects
+            .get(snapshot_id)
+            .ok_or_else(|| Error::UnknownProject(snapshot_id.to_string()))?;
+        let run = self.run_tests(project, edits, &Selection::Ids(ids.to_vec())).await?;
+        Ok(run.not_passed(ids))
+    }
+
     pub async fn grade(&self, instance: &Instance, answer: &Answer) -> Result<Verdict> {
         let started = std::time::Instant::now();
         let mut verdict = match &instance.task {
@@ -304,9 +315,7 @@ impl Grader {
         let test_file = FileEdits::new().write(grade_path, content.clone());
         let selection = Selection::Ids(vec![grade_path.to_string()]);
         let original = self.run_tests(project, &test_file, &selection).await?;
-        let all_pass = original.consistent
-            && !original.statuses.is_empty()
-            && original.statuses.values().all(|s| s.is_pass());
+        let all_pass = file_passes(&original);
         if !all_pass {
             let failed: Vec<String> = original
                 .statuses
@@ -314,8 +323,8 @@ impl Grader {
                 .filter(|(_, s)| !s.is_pass())
                 .map(|(id, _)| id.clone())
                 .collect();
-            let reason = if original.statuses.is_empty() {
-                "the test file collected no tests on the original code".to_string()
+            let reason = if !original.statuses.values().any(|s| s.is_pass()) {
+                "no test of the file ran and passed on the original code".to_string()
             } else {
                 format!(
                     "{} of the file's tests do not pass on the original code",
@@ -451,6 +460,14 @@ impl Grader {
             }
         })
     }
+}
+
+/// A generated test file "passes" when its run is consistent, at least one of its tests passed
+/// and none failed or errored (skips and xfails are allowed).
+fn file_passes(run: &TestRun) -> bool {
+    run.consistent
+        && run.statuses.values().any(|s| s.is_pass())
+        && !run.statuses.values().any(|s| matches!(s, TestStatus::Failed | TestStatus::Error))
 }
 
 pub fn grade_localization(gold: &[String], submission: &serde_json::Value) -> Verdict {

@@ -156,15 +156,45 @@ impl TestRunner {
         selection: &Selection,
         timeout: Duration,
     ) -> Result<TestRun> {
+        self.run_with(episode, selection, timeout, &[], &[]).await
+    }
+
+    /// [`TestRunner::run`] with extra pytest arguments (before the selected ids) and extra
+    /// environment variables (a value starting with `:` is appended to the variable's value).
+    pub async fn run_with(
+        &self,
+        episode: &Episode,
+        selection: &Selection,
+        timeout: Duration,
+        extra_args: &[String],
+        extra_env: &[(String, String)],
+    ) -> Result<TestRun> {
         let spec = &self.prepared.spec;
         let junit = format!("{JUNIT_DIR}/junit-{}.xml", episode.id().replace('/', "_"));
-        let mut request = ExecRequest::new(self.command(selection, &junit)).timeout(timeout);
-        request.env = self
-            .prepared
-            .run_env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let mut argv = self.command(selection, &junit);
+        if spec.ecosystem == Ecosystem::Pypi {
+            let at = match selection {
+                Selection::All => argv.len(),
+                Selection::Ids(ids) => argv.len() - ids.len(),
+            };
+            argv.splice(at..at, extra_args.iter().cloned());
+        }
+        let mut request = ExecRequest::new(argv).timeout(timeout);
+        let mut env = self.prepared.run_env.clone();
+        for (key, value) in extra_env {
+            match value.strip_prefix(':') {
+                Some(suffix) => {
+                    let joined = env
+                        .get(key)
+                        .map_or(suffix.to_string(), |v| format!("{v}:{suffix}"));
+                    env.insert(key.clone(), joined);
+                }
+                None => {
+                    env.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        request.env = env.into_iter().collect();
         let result = episode.exec(&request).await.map_err(Error::Sandbox)?;
         let stdout = result.stdout.to_text();
         let mut output_tail: String = stdout

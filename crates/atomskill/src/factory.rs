@@ -1,0 +1,242 @@
+//! The task-factory modes: `corpus fetch`, `synth` and `decontam`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Args, Subcommand};
+use corpus::{Cache, Manifest};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use sandbox::{Sandbox, SnapshotStore};
+use synth::{Event, RunManifest, SynthOptions};
+use tasks::Skill;
+
+#[derive(Subcommand)]
+pub enum CorpusCommand {
+    /// Download, check, unpack and install the projects of a manifest, then run each suite
+    /// three times (clean baseline, flaky tests found) in the sandbox.
+    Fetch(CorpusFetch),
+    /// List the projects of a manifest and what the cache holds for each.
+    List(ManifestArg),
+}
+
+#[derive(Args)]
+pub struct ManifestArg {
+    /// The corpus manifest [default: the embedded corpus/default.toml].
+    #[arg(long)]
+    pub manifest: Option<PathBuf>,
+    /// Only these projects (names).
+    #[arg(long)]
+    pub only: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct CorpusFetch {
+    #[command(flatten)]
+    pub manifest: ManifestArg,
+    /// Clean runs per project for the baseline (flaky tests differ between them).
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Per-run wall-clock limit in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+}
+
+#[derive(Args)]
+pub struct Synth {
+    /// The corpus manifest [default: the embedded corpus/default.toml].
+    #[arg(long, conflicts_with = "repo")]
+    pub corpus: Option<PathBuf>,
+    /// One project by name and version, e.g. `pypi:toolz==1.2.0` (test layout detected).
+    #[arg(long)]
+    pub repo: Option<String>,
+    /// Only these projects of the manifest (names).
+    #[arg(long)]
+    pub only: Vec<String>,
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Skills to make (default: all five and bug fixing).
+    #[arg(long, value_delimiter = ',')]
+    pub skills: Vec<Skill>,
+    #[arg(long, default_value_t = 20)]
+    pub max_per_repo: usize,
+    /// Candidates validated per project at most.
+    #[arg(long, default_value_t = 200)]
+    pub max_candidates: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Sandbox runs at once [default: the number of cores].
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Per test run wall-clock limit in seconds.
+    #[arg(long, default_value_t = 120)]
+    pub timeout: u64,
+}
+
+fn load_manifest(path: Option<&Path>) -> Result<Manifest> {
+    Ok(match path {
+        Some(path) => Manifest::load(path)?,
+        None => Manifest::default_manifest(),
+    })
+}
+
+fn select(manifest: &Manifest, only: &[String]) -> Result<Vec<corpus::ProjectSpec>> {
+    for name in only {
+        if manifest.project(name).is_none() {
+            bail!("no project `{name}` in the manifest");
+        }
+    }
+    Ok(manifest
+        .projects
+        .iter()
+        .filter(|p| only.is_empty() || only.iter().any(|n| *n == p.name || *n == p.key()))
+        .cloned()
+        .collect())
+}
+
+pub fn corpus_cache(home: &Path) -> Cache {
+    Cache::new(home.join("corpus"))
+}
+
+fn bar(multi: &MultiProgress, len: u64, prefix: String) -> ProgressBar {
+    let bar = multi.add(ProgressBar::new(len));
+    bar.set_style(
+        ProgressStyle::with_template("{prefix:>24} [{bar:30}] {pos}/{len} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(prefix);
+    bar
+}
+
+pub async fn corpus_fetch(home: &Path, sandbox: Arc<Sandbox>, store: SnapshotStore, fetch: CorpusFetch) -> Result<std::process::ExitCode> {
+    let manifest = load_manifest(fetch.manifest.manifest.as_deref())?;
+    let projects = select(&manifest, &fetch.manifest.only)?;
+    let cache = corpus_cache(home);
+    let multi = MultiProgress::new();
+    let overall = bar(&multi, projects.len() as u64, "corpus".into());
+    let mut failures = 0;
+    for spec in &projects {
+        overall.set_message(spec.key());
+        let started = std::time::Instant::now();
+        match synth::prepare_project(&cache, &store, &sandbox, spec, &manifest.env, fetch.runs, Duration::from_secs(fetch.timeout)).await {
+            Ok(state) => {
+                let b = &state.baseline;
+                let count = |s: testrun::TestStatus| b.statuses.values().filter(|x| **x == s).count();
+                multi.println(format!(
+                    "{:<28} {:>6} tests: {} passed, {} failed, {} skipped, {} flaky; suite {:.1}s; ready in {:.0}s",
+                    spec.key(),
+                    b.statuses.len() + b.flaky.len(),
+                    count(testrun::TestStatus::Passed),
+                    count(testrun::TestStatus::Failed) + count(testrun::TestStatus::Error),
+                    count(testrun::TestStatus::Skipped) + count(testrun::TestStatus::Xfail),
+                    b.flaky.len(),
+                    b.run_seconds.iter().copied().fold(f64::NAN, f64::min),
+                    started.elapsed().as_secs_f64()
+                ))?;
+            }
+            Err(error) => {
+                failures += 1;
+                multi.println(format!("{:<28} SKIPPED: {error}", spec.key()))?;
+            }
+        }
+        overall.inc(1);
+    }
+    overall.finish_with_message(format!("{} ready, {failures} failed", projects.len() - failures));
+    Ok(if failures == 0 { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(1) })
+}
+
+pub fn corpus_list(home: &Path, args: ManifestArg) -> Result<std::process::ExitCode> {
+    let manifest = load_manifest(args.manifest.as_deref())?;
+    let cache = corpus_cache(home);
+    for spec in select(&manifest, &args.only)? {
+        let state = if cache.load(&spec).is_some() { "fetched" } else { "not fetched" };
+        println!("{:<8} {:<28} {}", format!("{:?}", spec.ecosystem).to_lowercase(), spec.key(), state);
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+pub async fn synth(home: &Path, sandbox: Arc<Sandbox>, store: SnapshotStore, args: Synth) -> Result<std::process::ExitCode> {
+    let (manifest, projects) = match &args.repo {
+        Some(repo) => {
+            let work = home.join("corpus").join("detected");
+            let spec = tokio::task::spawn_blocking({
+                let repo = repo.clone();
+                move || corpus::detect::detect(&repo, &work)
+            })
+            .await??;
+            for note in &spec.notes {
+                eprintln!("atomskill synth: {note}");
+            }
+            let manifest = Manifest { schema_version: corpus::manifest::SCHEMA_VERSION, env: Manifest::default_manifest().env, projects: vec![spec.spec.clone()] };
+            (manifest, vec![spec.spec])
+        }
+        None => {
+            let manifest = load_manifest(args.corpus.as_deref())?;
+            let projects = select(&manifest, &args.only)?;
+            (manifest, projects)
+        }
+    };
+    let skills: BTreeSet<Skill> = if args.skills.is_empty() { Skill::ALL.into_iter().collect() } else { args.skills.iter().copied().collect() };
+    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let options = SynthOptions {
+        out: args.out.clone(),
+        skills,
+        max_per_repo: args.max_per_repo,
+        max_candidates: args.max_candidates,
+        seed: args.seed,
+        concurrency: args.concurrency.unwrap_or(cores),
+        test_timeout: Duration::from_secs(args.timeout),
+        baseline_runs: 3,
+    };
+    let cache = corpus_cache(home);
+    let multi = MultiProgress::new();
+    let overall = bar(&multi, projects.len() as u64, "projects".into());
+    let candidates = bar(&multi, 0, "candidates".into());
+    let instances = bar(&multi, 0, "instances".into());
+    let events = {
+        let (overall, candidates, instances, multi) = (overall.clone(), candidates.clone(), instances.clone(), multi.clone());
+        move |event: Event| match event {
+            Event::ProjectStarted { project } => overall.set_message(project),
+            Event::Prepared { project, tests, flaky, seconds } => {
+                let _ = multi.println(format!("{project}: {tests} stable tests, {flaky} flaky, prepared in {seconds:.0}s"));
+            }
+            Event::Candidates { project, total, covered, sampled } => {
+                candidates.set_length(sampled as u64);
+                candidates.set_position(0);
+                let _ = multi.println(format!("{project}: {total} candidates, {covered} in tested functions, {sampled} sampled"));
+            }
+            Event::CandidateDone { kept, .. } => {
+                candidates.inc(1);
+                if kept {
+                    instances.inc_length(1);
+                }
+            }
+            Event::InstanceDone { .. } => {
+                instances.inc_length(0);
+                instances.inc(1);
+            }
+            Event::ProjectSkipped { project, reason } => {
+                let _ = multi.println(format!("{project}: SKIPPED: {reason}"));
+                overall.inc(1);
+            }
+            Event::ProjectDone { .. } => overall.inc(1),
+        }
+    };
+    let mut reports = Vec::new();
+    for spec in &projects {
+        let report = synth::synth_project(&options, sandbox.clone(), &cache, &store, spec, &manifest.env, &events).await?;
+        reports.push(report);
+        RunManifest::new(&options, reports.clone()).write(&args.out)?;
+    }
+    overall.finish();
+    candidates.finish();
+    instances.finish();
+    let run = RunManifest::new(&options, reports);
+    run.write(&args.out)?;
+    println!("{}", serde_json::to_string_pretty(&run.instances)?);
+    Ok(std::process::ExitCode::SUCCESS)
+}

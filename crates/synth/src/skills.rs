@@ -1,0 +1,411 @@
+//! One validated bug → one instance of each skill (test generation: one per function, over all
+//! of that function's validated bugs). Labels come from the bug's test runs; review labels from
+//! running the hidden tests on the candidate patch.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use corpus::Ecosystem;
+use mutate::Language;
+use rand_chacha::ChaCha8Rng;
+use rand_core::{Rng, SeedableRng};
+use tasks::{
+    BugRef, CandidateKind, FileEdits, Grader, Instance, Mutant, ProjectRef, Skill, TargetFunction,
+    Task, SCHEMA_VERSION,
+};
+
+use crate::bugs::Bug;
+use crate::error::Result;
+use crate::issue::{pick, write_issue, IssueFacts};
+use crate::project::ProjectState;
+
+/// The file of a test id (`tests/test_a.py::t` → `tests/test_a.py`; `tests/it.rs::t` →
+/// `tests/it.rs`; ids of inline Rust tests have none).
+pub fn test_file(spec: &corpus::ProjectSpec, id: &str) -> Option<String> {
+    let file = id.split("::").next()?;
+    match spec.ecosystem {
+        Ecosystem::Pypi => file.ends_with(".py").then(|| file.to_string()),
+        Ecosystem::Crates => (file.starts_with("tests/") && file.ends_with(".rs")).then(|| file.to_string()),
+    }
+}
+
+fn module_path(spec: &corpus::ProjectSpec, file: &str) -> String {
+    let rel = match spec.source_dir.as_str() {
+        "." | "" => file,
+        dir => file.strip_prefix(dir).map_or(file, |r| r.trim_start_matches('/')),
+    };
+    rel.trim_end_matches(".py").trim_end_matches("/__init__").replace('/', ".")
+}
+
+/// How a user reaches the function, without naming its module.
+fn public_name(state: &ProjectState, bug: &Bug) -> String {
+    let spec = state.spec();
+    let qualname = bug.function.clone().unwrap_or_else(|| "the API".into());
+    let head = qualname.split('.').next().unwrap_or(&qualname).to_string();
+    if spec.ecosystem == Ecosystem::Crates {
+        return format!("{}::{}", spec.packages.first().map_or(spec.name.as_str(), String::as_str), qualname.replace('.', "::"));
+    }
+    let package = spec.packages.first().cloned().unwrap_or_default();
+    let init = match spec.source_dir.as_str() {
+        "." | "" => format!("{package}/__init__.py"),
+        dir => format!("{dir}/{package}/__init__.py"),
+    };
+    let exported = state.read_pristine(&init).is_some_and(|text| {
+        text.split(|c: char| !(c.is_alphanumeric() || c == '_')).any(|word| word == head)
+    });
+    if exported {
+        format!("{package}.{qualname}")
+    } else {
+        qualname
+    }
+}
+
+fn forbidden(state: &ProjectState, bug: &Bug) -> Vec<String> {
+    let spec = state.spec();
+    let mut out = vec![bug.file.clone(), format!("line {}", bug.line())];
+    let module = module_path(spec, &bug.file);
+    if module.contains('.') {
+        out.push(module);
+    }
+    if let Some(rest) = bug.file.strip_prefix(&format!("{}/", spec.source_dir)) {
+        out.push(rest.to_string());
+    }
+    out
+}
+
+fn issue_for(state: &ProjectState, bug: &Bug, seed: u64) -> String {
+    let spec = state.spec();
+    let facts = IssueFacts {
+        project: spec.name.clone(),
+        package: spec.packages.first().cloned().unwrap_or_else(|| spec.name.clone()),
+        public_name: public_name(state, bug),
+        message: bug.fail_to_pass.iter().find_map(|id| bug.messages.get(id).cloned()),
+        n_failing: bug.fail_to_pass.len(),
+        forbidden: forbidden(state, bug),
+    };
+    write_issue(&facts, seed)
+}
+
+/// A precise edit instruction: where, and which lines become which.
+pub fn edit_instruction(bug: &Bug, seed: u64) -> String {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let diff = similar::TextDiff::from_lines(&bug.buggy, &bug.pristine);
+    let mut parts = Vec::new();
+    for group in diff.grouped_ops(0) {
+        let mut old = String::new();
+        let mut new = String::new();
+        let mut first_line = 0;
+        for op in &group {
+            for change in diff.iter_changes(op) {
+                match change.tag() {
+                    similar::ChangeTag::Delete => {
+                        if first_line == 0 {
+                            first_line = change.old_index().map_or(0, |i| i + 1);
+                        }
+                        old.push_str(change.value());
+                    }
+                    similar::ChangeTag::Insert => new.push_str(change.value()),
+                    similar::ChangeTag::Equal => {}
+                }
+            }
+        }
+        let line = if first_line == 0 {
+            group[0].old_range().start + 1
+        } else {
+            first_line
+        };
+        let part = if old.is_empty() {
+            let anchor = bug.buggy.lines().nth(line.saturating_sub(2)).unwrap_or("").trim();
+            format!(
+                "{} line {} (after `{anchor}`), insert:\n```\n{}```",
+                pick(&mut rng, &["Before", "At"]),
+                line,
+                new
+            )
+        } else if new.is_empty() {
+            format!("Delete line {line}:\n```\n{old}```")
+        } else {
+            let verb = pick(&mut rng, &["Replace", "Change", "Rewrite"]);
+            format!("{verb} line {line}\n```\n{old}```\nwith\n```\n{new}```")
+        };
+        parts.push(part);
+    }
+    let place = match &bug.function {
+        Some(function) => format!("`{function}` in `{}`", bug.file),
+        None => format!("`{}`", bug.file),
+    };
+    let opening = pick(
+        &mut rng,
+        &[
+            "Edit {place} as follows.",
+            "Make this change to {place}:",
+            "In {place}, apply the following edit.",
+            "Please update {place}.",
+        ],
+    )
+    .replace("{place}", &place);
+    format!("{opening}\n\n{}\n\nDo not change anything else.", parts.join("\n\n"))
+}
+
+fn project_ref(state: &ProjectState) -> ProjectRef {
+    let spec = state.spec();
+    ProjectRef {
+        name: spec.name.clone(),
+        version: spec.version.clone(),
+        ecosystem: spec.ecosystem,
+        snapshot: state.snapshot.id.clone(),
+    }
+}
+
+fn bug_ref(bug: &Bug) -> BugRef {
+    BugRef {
+        bug_id: bug.bug_id.clone(),
+        file: bug.file.clone(),
+        function: bug.function.clone(),
+        operators: bug.operators(),
+        line: bug.line(),
+        description: bug.description(),
+        seed: bug.seed,
+    }
+}
+
+/// Tests that pass-to-pass checks cover: those run to validate the bug and those in the files of
+/// its failing tests, if stable and passing on pristine code.
+fn pass_to_pass(state: &ProjectState, bug: &Bug) -> Vec<String> {
+    let spec = state.spec();
+    let f2p: BTreeSet<&String> = bug.fail_to_pass.iter().collect();
+    let files: BTreeSet<String> = bug.fail_to_pass.iter().filter_map(|id| test_file(spec, id)).collect();
+    state
+        .baseline
+        .passing()
+        .filter(|id| !f2p.contains(id))
+        .filter(|id| bug.checked.contains(id) || test_file(spec, id).is_some_and(|f| files.contains(&f)))
+        .cloned()
+        .collect()
+}
+
+fn hidden_files(state: &ProjectState, tests: &[String]) -> BTreeSet<String> {
+    tests.iter().filter_map(|id| test_file(state.spec(), id)).collect()
+}
+
+fn instance(state: &ProjectState, bug: &Bug, skill: Skill, setup: FileEdits, task: Task) -> Instance {
+    let spec = state.spec();
+    Instance {
+        schema_version: SCHEMA_VERSION,
+        instance_id: format!("{}-{}.{}.{}", spec.name, spec.version, bug.bug_id, skill.name()),
+        project: project_ref(state),
+        bug: bug_ref(bug),
+        setup,
+        task,
+        validation: None,
+        extra: BTreeMap::new(),
+    }
+}
+
+/// Everything the skills need besides the bug itself.
+pub struct Context<'a> {
+    pub state: &'a ProjectState,
+    pub grader: &'a Grader,
+    /// Every validated bug of the project (review candidates that break other tests).
+    pub bugs: &'a [Bug],
+    /// Unvalidated candidate mutations of the project (review candidates in the wrong place).
+    pub other_candidates: &'a [mutate::Mutation],
+}
+
+/// Instances of the skills in `skills` for one bug (not test generation: see
+/// [`test_generation`]).
+pub async fn instances_for_bug(ctx: &Context<'_>, bug: &Bug, skills: &BTreeSet<Skill>) -> Result<Vec<Instance>> {
+    let state = ctx.state;
+    let spec = state.spec();
+    let gold_patch = FileEdits::new().write(bug.file.clone(), bug.pristine.clone());
+    let bug_edit = FileEdits::new().write(bug.file.clone(), bug.buggy.clone());
+    let mut hide = bug_edit.clone();
+    for file in hidden_files(state, &bug.fail_to_pass) {
+        hide = hide.delete(file);
+    }
+    let p2p = pass_to_pass(state, bug);
+    let issue = issue_for(state, bug, bug.seed ^ 0x1550e);
+    let mut out = Vec::new();
+    if skills.contains(&Skill::Localization) {
+        out.push(instance(state, bug, Skill::Localization, hide.clone(), Task::Localization {
+            issue: issue.clone(),
+            gold_files: vec![bug.file.clone()],
+        }));
+    }
+    if skills.contains(&Skill::Editing) {
+        out.push(instance(state, bug, Skill::Editing, hide.clone(), Task::Editing {
+            instruction: edit_instruction(bug, bug.seed ^ 0xed17),
+            gold_patch: gold_patch.clone(),
+            fail_to_pass: bug.fail_to_pass.clone(),
+            pass_to_pass: p2p.clone(),
+        }));
+    }
+    if skills.contains(&Skill::BugFixing) {
+        out.push(instance(state, bug, Skill::BugFixing, hide.clone(), Task::BugFixing {
+            problem_statement: issue.clone(),
+            gold_patch: gold_patch.clone(),
+            fail_to_pass: bug.fail_to_pass.clone(),
+            pass_to_pass: p2p.clone(),
+        }));
+    }
+    if skills.contains(&Skill::Reproduction) {
+        out.push(instance(state, bug, Skill::Reproduction, bug_edit.clone(), Task::Reproduction {
+            issue: issue.clone(),
+            gold_patch: gold_patch.clone(),
+            gold_script: gold_script(spec, &bug.fail_to_pass),
+        }));
+    }
+    if skills.contains(&Skill::Review) {
+        if let Some(review) = review(ctx, bug, &hide, &issue, &p2p).await? {
+            out.push(review);
+        }
+    }
+    Ok(out)
+}
+
+fn gold_script(spec: &corpus::ProjectSpec, f2p: &[String]) -> String {
+    match spec.ecosystem {
+        Ecosystem::Pypi => format!(
+            "\"\"\"Reproduces the reported problem: exits non-zero while it is present.\"\"\"\nimport sys\n\nimport pytest\n\nsys.exit(pytest.main([\"-q\", \"-p\", \"no:cacheprovider\", {}]))\n",
+            f2p.iter().map(|id| format!("{id:?}")).collect::<Vec<_>>().join(", ")
+        ),
+        Ecosystem::Crates => {
+            let id = &f2p[0];
+            let (target, name) = id.split_once("::").unwrap_or(("lib", id));
+            let target_flag = match target {
+                "lib" => "--lib".to_string(),
+                "doc" => "--doc".to_string(),
+                t if t.starts_with("tests/") => format!("--test {}", t.trim_start_matches("tests/").trim_end_matches(".rs")),
+                _ => String::new(),
+            };
+            let exact = if target == "doc" { "" } else { " --exact" };
+            format!("#!/bin/bash\n# Reproduces the reported problem: exits non-zero while it is present.\nset -e\ncargo test --offline {target_flag} -- '{name}'{exact}\n")
+        }
+    }
+}
+
+pub fn reproduction_path(ecosystem: Ecosystem) -> &'static str {
+    match ecosystem {
+        Ecosystem::Pypi => "reproduce_issue.py",
+        Ecosystem::Crates => "reproduce_issue.sh",
+    }
+}
+
+async fn review(ctx: &Context<'_>, bug: &Bug, hide: &FileEdits, issue: &str, p2p: &[String]) -> Result<Option<Instance>> {
+    let state = ctx.state;
+    let mut rng = ChaCha8Rng::seed_from_u64(bug.seed ^ 0x4e71e);
+    let fix = FileEdits::new().write(bug.file.clone(), bug.pristine.clone());
+    let mut options: Vec<(CandidateKind, FileEdits)> = Vec::new();
+    if rng.next_u32() % 2 == 0 {
+        options.push((CandidateKind::Gold, fix.clone()));
+    }
+    // The fix, plus another validated bug elsewhere: breaks other tests.
+    if let Some(other) = ctx.bugs.iter().find(|b| b.function != bug.function && b.file != bug.file) {
+        options.push((CandidateKind::BreaksOther, fix.clone().write(other.file.clone(), other.buggy.clone())));
+    } else if let Some(other) = ctx.bugs.iter().find(|b| b.function != bug.function && b.file == bug.file) {
+        // Same file, other function: combine both mutations on pristine text.
+        let muts = other.mutations.clone();
+        if muts.iter().all(|m| bug.mutations.iter().all(|n| !m.overlaps(n))) {
+            if let Ok(text) = mutate::apply_all(&bug.pristine, &muts) {
+                options.push((CandidateKind::BreaksOther, FileEdits::new().write(bug.file.clone(), text)));
+            }
+        }
+    }
+    // A change in the wrong place: another candidate in another function, bug left in.
+    let wrong: Vec<&mutate::Mutation> = ctx
+        .other_candidates
+        .iter()
+        .filter(|m| m.file == bug.file && m.function != bug.function && bug.mutations.iter().all(|n| !m.overlaps(n)))
+        .collect();
+    if !wrong.is_empty() {
+        let m = wrong[(rng.next_u64() % wrong.len() as u64) as usize];
+        let mut all = bug.mutations.clone();
+        all.push(m.clone());
+        if let Ok(text) = mutate::apply_all(&bug.pristine, &all) {
+            options.push((CandidateKind::WrongPlace, FileEdits::new().write(bug.file.clone(), text)));
+        }
+    }
+    if options.is_empty() {
+        options.push((CandidateKind::Gold, fix.clone()));
+    }
+    let (kind, candidate) = options.swap_remove(if options[0].0 == CandidateKind::Gold { 0 } else { (rng.next_u64() % options.len() as u64) as usize });
+    // The label is what the hidden tests say about the buggy code with the candidate applied.
+    let buggy = FileEdits::new().write(bug.file.clone(), bug.buggy.clone());
+    let ids: Vec<String> = bug.fail_to_pass.iter().chain(p2p).cloned().collect();
+    let failing = ctx.grader.failing_tests(&state.snapshot.id, &buggy.then(&candidate), &ids).await?;
+    let label = failing.is_empty();
+    let base = |path: &str| {
+        if path == bug.file {
+            Some(bug.buggy.clone())
+        } else {
+            state.read_pristine(path)
+        }
+    };
+    let candidate_patch = candidate.to_unified_diff(base);
+    let mut inst = instance(state, bug, Skill::Review, hide.clone(), Task::Review {
+        issue: issue.to_string(),
+        candidate_patch,
+        candidate_kind: kind,
+        label,
+        fail_to_pass: bug.fail_to_pass.clone(),
+        pass_to_pass: p2p.to_vec(),
+    });
+    inst.extra.insert("label_failing_tests".into(), serde_json::json!(failing.len()));
+    Ok(Some(inst))
+}
+
+/// One test-generation instance for a function with validated bugs: the kept mutants are those
+/// the chosen gold test file kills.
+pub fn test_generation(state: &ProjectState, bugs: &[&Bug]) -> Option<Instance> {
+    let spec = state.spec();
+    if spec.ecosystem != Ecosystem::Pypi {
+        return None;
+    }
+    let first = bugs.first()?;
+    let function_name = first.function.clone()?;
+    let functions = mutate::functions(Language::Python, &first.pristine).ok()?;
+    let function = functions.iter().find(|f| f.qualname == function_name)?;
+    // The test file that kills the most mutants.
+    let mut kills: BTreeMap<String, Vec<&Bug>> = BTreeMap::new();
+    for bug in bugs {
+        let files: BTreeSet<String> = bug.fail_to_pass.iter().filter_map(|id| test_file(spec, id)).collect();
+        for file in files {
+            kills.entry(file).or_default().push(bug);
+        }
+    }
+    let (gold_file, killed) = kills.into_iter().max_by_key(|(file, b)| (b.len(), std::cmp::Reverse(file.clone())))?;
+    let gold_test = state.read_pristine(&gold_file)?;
+    let dir = gold_file.rsplit_once('/').map_or(String::new(), |(d, _)| format!("{d}/"));
+    let short = function_name.replace('.', "_").to_lowercase();
+    let grade_path = format!("{dir}test_atomskill_{short}.py");
+    let mutants: Vec<Mutant> = killed
+        .iter()
+        .map(|bug| Mutant {
+            id: bug.bug_id.clone(),
+            description: bug.description(),
+            edits: FileEdits::new().write(bug.file.clone(), bug.buggy.clone()),
+        })
+        .collect();
+    let all_f2p: Vec<String> = killed.iter().flat_map(|b| b.fail_to_pass.clone()).collect();
+    let mut setup = FileEdits::new();
+    for file in hidden_files(state, &all_f2p) {
+        setup = setup.delete(file);
+    }
+    let module = module_path(spec, &first.file);
+    let name = function_name.split('.').next().unwrap_or(&function_name);
+    let mut inst = instance(state, first, Skill::TestGeneration, setup, Task::TestGeneration {
+        target: TargetFunction {
+            file: first.file.clone(),
+            qualname: function_name.clone(),
+            signature: function.signature.clone(),
+            docstring: function.docstring.clone(),
+            line: function.start_line,
+            import_hint: format!("from {module} import {name}"),
+        },
+        grade_path,
+        mutants,
+        gold_test,
+    });
+    inst.instance_id = format!("{}-{}.{}.{}", spec.name, spec.version, short, Skill::TestGeneration.name());
+    inst.extra.insert("gold_test_file".into(), serde_json::json!(gold_file));
+    Some(inst)
+}

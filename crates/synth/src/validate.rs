@@ -1,0 +1,62 @@
+//! Instance validation: the gold answer must earn the skill's top reward and an empty answer its
+//! bottom reward, both measured by the real verifier before the instance is written.
+
+use serde_json::json;
+use tasks::{Answer, FileEdits, Grader, Instance, Task, Validation};
+
+use crate::error::Result;
+
+/// The answer a perfect agent would leave: submit arguments and changed files (relative to the
+/// pristine snapshot, as the agent runtime captures them).
+pub fn gold_answer(instance: &Instance) -> Answer {
+    match &instance.task {
+        Task::Localization { gold_files, .. } => Answer {
+            submission: json!({ "files": gold_files }),
+            files: instance.setup.clone(),
+        },
+        Task::Editing { gold_patch, .. } | Task::BugFixing { gold_patch, .. } => Answer {
+            submission: json!({}),
+            files: instance.setup.then(gold_patch),
+        },
+        Task::TestGeneration { gold_test, .. } => Answer {
+            submission: json!({ "path": "test_generated.py" }),
+            files: instance.setup.then(&FileEdits::new().write("test_generated.py", gold_test.clone())),
+        },
+        Task::Reproduction { gold_script, .. } => {
+            let path = crate::skills::reproduction_path(instance.project.ecosystem);
+            Answer {
+                submission: json!({ "path": path }),
+                files: instance.setup.then(&FileEdits::new().write(path, gold_script.clone())),
+            }
+        }
+        Task::Review { label, .. } => Answer {
+            submission: json!({ "verdict": if *label { "YES" } else { "NO" }, "review": "gold label" }),
+            files: instance.setup.clone(),
+        },
+    }
+}
+
+/// An agent that changed nothing and submitted nothing.
+pub fn empty_answer(instance: &Instance) -> Answer {
+    Answer {
+        submission: serde_json::Value::Null,
+        files: instance.setup.clone(),
+    }
+}
+
+/// Grades the gold and the empty answer; `Some` iff both earn the expected extremes.
+pub async fn validate_instance(grader: &Grader, instance: &Instance) -> Result<(bool, Validation)> {
+    let (low, high) = instance.skill().reward_range();
+    let gold = grader.grade(instance, &gold_answer(instance)).await?;
+    let empty = grader.grade(instance, &empty_answer(instance)).await?;
+    let ok = gold.reward == high && empty.reward == low;
+    Ok((
+        ok,
+        Validation {
+            gold_reward: gold.reward,
+            empty_reward: empty.reward,
+            gold_verdict: serde_json::to_value(&gold).unwrap_or_default(),
+            empty_verdict: serde_json::to_value(&empty).unwrap_or_default(),
+        },
+    ))
+}
