@@ -100,6 +100,11 @@ pub fn corpus_cache(home: &Path) -> Cache {
     Cache::new(home.join("corpus"))
 }
 
+/// A line above the progress bars (printed even when the bars are hidden, e.g. without a tty).
+fn say(multi: &MultiProgress, line: String) {
+    multi.suspend(|| println!("{line}"));
+}
+
 fn bar(multi: &MultiProgress, len: u64, prefix: String) -> ProgressBar {
     let bar = multi.add(ProgressBar::new(len));
     bar.set_style(
@@ -125,7 +130,7 @@ pub async fn corpus_fetch(home: &Path, sandbox: Arc<Sandbox>, store: SnapshotSto
             Ok(state) => {
                 let b = &state.baseline;
                 let count = |s: testrun::TestStatus| b.statuses.values().filter(|x| **x == s).count();
-                multi.println(format!(
+                say(&multi, format!(
                     "{:<28} {:>6} tests: {} passed, {} failed, {} skipped, {} flaky; suite {:.1}s; ready in {:.0}s",
                     spec.key(),
                     b.statuses.len() + b.flaky.len(),
@@ -135,11 +140,11 @@ pub async fn corpus_fetch(home: &Path, sandbox: Arc<Sandbox>, store: SnapshotSto
                     b.flaky.len(),
                     b.run_seconds.iter().copied().fold(f64::NAN, f64::min),
                     started.elapsed().as_secs_f64()
-                ))?;
+                ));
             }
             Err(error) => {
                 failures += 1;
-                multi.println(format!("{:<28} SKIPPED: {error}", spec.key()))?;
+                say(&multi, format!("{:<28} SKIPPED: {error}", spec.key()));
             }
         }
         overall.inc(1);
@@ -202,12 +207,12 @@ pub async fn synth(home: &Path, sandbox: Arc<Sandbox>, store: SnapshotStore, arg
         move |event: Event| match event {
             Event::ProjectStarted { project } => overall.set_message(project),
             Event::Prepared { project, tests, flaky, seconds } => {
-                let _ = multi.println(format!("{project}: {tests} stable tests, {flaky} flaky, prepared in {seconds:.0}s"));
+                say(&multi, format!("{project}: {tests} stable tests, {flaky} flaky, prepared in {seconds:.0}s"));
             }
             Event::Candidates { project, total, covered, sampled } => {
                 candidates.set_length(sampled as u64);
                 candidates.set_position(0);
-                let _ = multi.println(format!("{project}: {total} candidates, {covered} in tested functions, {sampled} sampled"));
+                say(&multi, format!("{project}: {total} candidates, {covered} in tested functions, {sampled} sampled"));
             }
             Event::CandidateDone { kept, .. } => {
                 candidates.inc(1);
@@ -220,7 +225,7 @@ pub async fn synth(home: &Path, sandbox: Arc<Sandbox>, store: SnapshotStore, arg
                 instances.inc(1);
             }
             Event::ProjectSkipped { project, reason } => {
-                let _ = multi.println(format!("{project}: SKIPPED: {reason}"));
+                say(&multi, format!("{project}: SKIPPED: {reason}"));
                 overall.inc(1);
             }
             Event::ProjectDone { .. } => overall.inc(1),

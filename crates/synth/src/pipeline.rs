@@ -193,10 +193,30 @@ pub async fn synth_project(
             return Ok(report);
         }
     };
+    report.seconds_prepare = started.elapsed().as_secs_f64();
+    synth_state(options, sandbox, state, report, events).await
+}
+
+/// Synthesizes instances from a project already prepared (see [`prepare_project`]).
+pub async fn synth_state(
+    options: &SynthOptions,
+    sandbox: Arc<Sandbox>,
+    state: Arc<ProjectState>,
+    mut report: ProjectReport,
+    events: &(dyn Fn(Event) + Send + Sync),
+) -> Result<ProjectReport> {
+    let spec = state.spec().clone();
+    let key = spec.key();
+    let state_dir = options.out.join("state").join(&key);
+    std::fs::create_dir_all(&state_dir).map_err(|e| Error::io(&state_dir, e))?;
+    let project_seed = derive_seed(options.seed, &key);
+    report.project = spec.name.clone();
+    report.version = spec.version.clone();
+    report.ecosystem = Some(spec.ecosystem);
+    report.seed = project_seed;
     report.snapshot = state.snapshot.id.clone();
     report.tests = state.baseline.statuses.len();
     report.flaky = state.baseline.flaky.iter().cloned().collect();
-    report.seconds_prepare = started.elapsed().as_secs_f64();
     events(Event::Prepared {
         project: key.clone(),
         tests: report.tests,

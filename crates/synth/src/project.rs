@@ -127,8 +127,21 @@ pub async fn prepare_project(
             .await
             .map_err(|e| Error::Internal(e.to_string()))??
     };
+    prepare_state(prepared, &cache.project_dir(spec), store, sandbox, baseline_runs, timeout).await
+}
+
+/// Snapshot, baseline and call map of an already prepared project; products are cached in
+/// `dir`.
+pub async fn prepare_state(
+    prepared: Prepared,
+    dir: &Path,
+    store: &SnapshotStore,
+    sandbox: &Sandbox,
+    baseline_runs: usize,
+    timeout: Duration,
+) -> Result<ProjectState> {
+    let spec = &prepared.spec;
     let snapshot = store.import_dir(&prepared.tree, None)?;
-    let dir = cache.project_dir(spec);
     let runner = TestRunner::new(prepared.clone());
     let baseline_path = dir.join("baseline.json");
     let baseline = match load_json::<Cached<Baseline>>(&baseline_path) {

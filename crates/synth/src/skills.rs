@@ -40,6 +40,8 @@ fn module_path(spec: &corpus::ProjectSpec, file: &str) -> String {
 fn public_name(state: &ProjectState, bug: &Bug) -> String {
     let spec = state.spec();
     let qualname = bug.function.clone().unwrap_or_else(|| "the API".into());
+    // A constructor is called through its class.
+    let qualname = qualname.strip_suffix(".__init__").map_or(qualname.clone(), str::to_string);
     let head = qualname.split('.').next().unwrap_or(&qualname).to_string();
     if spec.ecosystem == Ecosystem::Crates {
         return format!("{}::{}", spec.packages.first().map_or(spec.name.as_str(), String::as_str), qualname.replace('.', "::"));
@@ -124,8 +126,8 @@ pub fn edit_instruction(bug: &Bug, seed: u64) -> String {
         } else if new.is_empty() {
             format!("Delete line {line}:\n```\n{old}```")
         } else {
-            let verb = pick(&mut rng, &["Replace", "Change", "Rewrite"]);
-            format!("{verb} line {line}\n```\n{old}```\nwith\n```\n{new}```")
+            let (verb, joiner) = *pick(&mut rng, &[("Replace", "with"), ("Change", "to"), ("Rewrite", "as")]);
+            format!("{verb} line {line}\n```\n{old}```\n{joiner}\n```\n{new}```")
         };
         parts.push(part);
     }
@@ -266,7 +268,7 @@ fn gold_script(spec: &corpus::ProjectSpec, f2p: &[String]) -> String {
     match spec.ecosystem {
         Ecosystem::Pypi => format!(
             "\"\"\"Reproduces the reported problem: exits non-zero while it is present.\"\"\"\nimport sys\n\nimport pytest\n\nsys.exit(pytest.main([\"-q\", \"-p\", \"no:cacheprovider\", {}]))\n",
-            f2p.iter().map(|id| format!("{id:?}")).collect::<Vec<_>>().join(", ")
+            f2p.iter().take(3).map(|id| format!("{id:?}")).collect::<Vec<_>>().join(", ")
         ),
         Ecosystem::Crates => {
             let id = &f2p[0];

@@ -84,6 +84,9 @@ pub struct GradedProject {
 /// Grades answers against instances.
 pub struct Grader {
     sandbox: Arc<Sandbox>,
+    /// Test runs by (snapshot, edits, selection): graders of several skills of one bug ask for
+    /// the same tree and tests (editing and bug fixing, a review of the gold patch).
+    memo: std::sync::Mutex<BTreeMap<[u8; 32], TestRun>>,
     /// By snapshot id.
     projects: BTreeMap<String, GradedProject>,
     pub test_timeout: Duration,
@@ -138,6 +141,7 @@ impl Grader {
     pub fn new(sandbox: Arc<Sandbox>, test_timeout: Duration) -> Grader {
         Grader {
             sandbox,
+            memo: Default::default(),
             projects: BTreeMap::new(),
             test_timeout,
         }
@@ -177,13 +181,31 @@ impl Grader {
         edits: &FileEdits,
         selection: &Selection,
     ) -> Result<TestRun> {
+        use sha2::Digest as _;
+        let key: [u8; 32] = sha2::Sha256::new()
+            .chain_update(project.snapshot.id.as_bytes())
+            .chain_update(serde_json::to_vec(&(edits, selection)).unwrap_or_default())
+            .finalize()
+            .into();
+        if let Some(run) = self.memo.lock().expect("memo lock").get(&key) {
+            return Ok(run.clone());
+        }
         let episode = self.episode(project, edits).await?;
         let run = project
             .runner
             .run(&episode, selection, self.test_timeout)
             .await;
         episode.destroy()?;
-        Ok(run?)
+        let run = run?;
+        // Runs that hit a limit are not remembered: a retry may succeed.
+        if !run.timed_out {
+            let mut memo = self.memo.lock().expect("memo lock");
+            if memo.len() >= 256 {
+                memo.clear();
+            }
+            memo.insert(key, run.clone());
+        }
+        Ok(run)
     }
 
     /// The agent's edits that count for grading: source files only.

@@ -64,12 +64,21 @@ pub fn node_id(file: Option<&str>, classname: &str, name: &str) -> String {
     } else if let Some(rest) = classname.strip_prefix(&format!("{module}.")) {
         Some(rest)
     } else {
-        // The classname's module part is rooted elsewhere (rootdir vs import path): drop
-        // components until what remains starts with an upper-case letter (a class) or nothing.
+        // The class was collected from another module than the one defining the test function
+        // (a test class imported into a second test module): the classname names the module
+        // that collected it. Its module part ends before the first capitalised component.
         let parts: Vec<&str> = classname.split('.').collect();
-        let module_tail = module.rsplit('.').next().unwrap_or(&module);
-        match parts.iter().position(|p| *p == module_tail) {
-            Some(i) if i + 1 < parts.len() => Some(&classname[parts[..=i].join(".").len() + 1..]),
+        let first_class = parts.iter().position(|p| p.starts_with(|c: char| c.is_ascii_uppercase()));
+        match first_class {
+            Some(i) if i > 0 => {
+                let module_part = parts[..i].join(".");
+                if module == module_part || module.ends_with(&format!(".{module_part}")) {
+                    // Same module, rooted elsewhere (a test directory that is not a package).
+                    Some(&classname[module_part.len() + 1..])
+                } else {
+                    return format!("{}.py::{}::{name}", parts[..i].join("/"), parts[i..].join("::"));
+                }
+            }
             _ => None,
         }
     };
