@@ -116,7 +116,12 @@ fn bar(multi: &MultiProgress, len: u64, prefix: String) -> ProgressBar {
     bar
 }
 
-pub async fn corpus_fetch(home: &Path, sandbox: Arc<Sandbox>, store: SnapshotStore, fetch: CorpusFetch) -> Result<std::process::ExitCode> {
+pub async fn corpus_fetch(
+    home: &Path,
+    sandbox: Arc<Sandbox>,
+    store: SnapshotStore,
+    fetch: CorpusFetch,
+) -> Result<std::process::ExitCode> {
     let manifest = load_manifest(fetch.manifest.manifest.as_deref())?;
     let projects = select(&manifest, &fetch.manifest.only)?;
     let cache = corpus_cache(home);
@@ -126,10 +131,21 @@ pub async fn corpus_fetch(home: &Path, sandbox: Arc<Sandbox>, store: SnapshotSto
     for spec in &projects {
         overall.set_message(spec.key());
         let started = std::time::Instant::now();
-        match synth::prepare_project(&cache, &store, &sandbox, spec, &manifest.env, fetch.runs, Duration::from_secs(fetch.timeout)).await {
+        match synth::prepare_project(
+            &cache,
+            &store,
+            &sandbox,
+            spec,
+            &manifest.env,
+            fetch.runs,
+            Duration::from_secs(fetch.timeout),
+        )
+        .await
+        {
             Ok(state) => {
                 let b = &state.baseline;
-                let count = |s: testrun::TestStatus| b.statuses.values().filter(|x| **x == s).count();
+                let count =
+                    |s: testrun::TestStatus| b.statuses.values().filter(|x| **x == s).count();
                 say(&multi, format!(
                     "{:<28} {:>6} tests: {} passed, {} failed, {} skipped, {} flaky; suite {:.1}s; ready in {:.0}s",
                     spec.key(),
@@ -149,21 +165,42 @@ pub async fn corpus_fetch(home: &Path, sandbox: Arc<Sandbox>, store: SnapshotSto
         }
         overall.inc(1);
     }
-    overall.finish_with_message(format!("{} ready, {failures} failed", projects.len() - failures));
-    Ok(if failures == 0 { std::process::ExitCode::SUCCESS } else { std::process::ExitCode::from(1) })
+    overall.finish_with_message(format!(
+        "{} ready, {failures} failed",
+        projects.len() - failures
+    ));
+    Ok(if failures == 0 {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(1)
+    })
 }
 
 pub fn corpus_list(home: &Path, args: ManifestArg) -> Result<std::process::ExitCode> {
     let manifest = load_manifest(args.manifest.as_deref())?;
     let cache = corpus_cache(home);
     for spec in select(&manifest, &args.only)? {
-        let state = if cache.load(&spec).is_some() { "fetched" } else { "not fetched" };
-        println!("{:<8} {:<28} {}", format!("{:?}", spec.ecosystem).to_lowercase(), spec.key(), state);
+        let state = if cache.load(&spec).is_some() {
+            "fetched"
+        } else {
+            "not fetched"
+        };
+        println!(
+            "{:<8} {:<28} {}",
+            format!("{:?}", spec.ecosystem).to_lowercase(),
+            spec.key(),
+            state
+        );
     }
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-pub async fn synth(home: &Path, sandbox: Arc<Sandbox>, store: SnapshotStore, args: Synth) -> Result<std::process::ExitCode> {
+pub async fn synth(
+    home: &Path,
+    sandbox: Arc<Sandbox>,
+    store: SnapshotStore,
+    args: Synth,
+) -> Result<std::process::ExitCode> {
     let (manifest, projects) = match &args.repo {
         Some(repo) => {
             let work = home.join("corpus").join("detected");
@@ -175,7 +212,11 @@ pub async fn synth(home: &Path, sandbox: Arc<Sandbox>, store: SnapshotStore, arg
             for note in &spec.notes {
                 eprintln!("atomskill synth: {note}");
             }
-            let manifest = Manifest { schema_version: corpus::manifest::SCHEMA_VERSION, env: Manifest::default_manifest().env, projects: vec![spec.spec.clone()] };
+            let manifest = Manifest {
+                schema_version: corpus::manifest::SCHEMA_VERSION,
+                env: Manifest::default_manifest().env,
+                projects: vec![spec.spec.clone()],
+            };
             (manifest, vec![spec.spec])
         }
         None => {
@@ -184,8 +225,13 @@ pub async fn synth(home: &Path, sandbox: Arc<Sandbox>, store: SnapshotStore, arg
             (manifest, projects)
         }
     };
-    let skills: BTreeSet<Skill> = if args.skills.is_empty() { Skill::ALL.into_iter().collect() } else { args.skills.iter().copied().collect() };
-    std::fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let skills: BTreeSet<Skill> = if args.skills.is_empty() {
+        Skill::ALL.into_iter().collect()
+    } else {
+        args.skills.iter().copied().collect()
+    };
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let options = SynthOptions {
         out: args.out.clone(),
@@ -203,13 +249,33 @@ pub async fn synth(home: &Path, sandbox: Arc<Sandbox>, store: SnapshotStore, arg
     let candidates = bar(&multi, 0, "candidates".into());
     let instances = bar(&multi, 0, "instances".into());
     let events = {
-        let (overall, candidates, instances, multi) = (overall.clone(), candidates.clone(), instances.clone(), multi.clone());
+        let (overall, candidates, instances, multi) = (
+            overall.clone(),
+            candidates.clone(),
+            instances.clone(),
+            multi.clone(),
+        );
         move |event: Event| match event {
             Event::ProjectStarted { project } => overall.set_message(project),
-            Event::Prepared { project, tests, flaky, seconds } => {
-                say(&multi, format!("{project}: {tests} stable tests, {flaky} flaky, prepared in {seconds:.0}s"));
+            Event::Prepared {
+                project,
+                tests,
+                flaky,
+                seconds,
+            } => {
+                say(
+                    &multi,
+                    format!(
+                        "{project}: {tests} stable tests, {flaky} flaky, prepared in {seconds:.0}s"
+                    ),
+                );
             }
-            Event::Candidates { project, total, covered, sampled } => {
+            Event::Candidates {
+                project,
+                total,
+                covered,
+                sampled,
+            } => {
                 candidates.set_length(sampled as u64);
                 candidates.set_position(0);
                 say(&multi, format!("{project}: {total} candidates, {covered} in tested functions, {sampled} sampled"));
@@ -233,7 +299,16 @@ pub async fn synth(home: &Path, sandbox: Arc<Sandbox>, store: SnapshotStore, arg
     };
     let mut reports = Vec::new();
     for spec in &projects {
-        let report = synth::synth_project(&options, sandbox.clone(), &cache, &store, spec, &manifest.env, &events).await?;
+        let report = synth::synth_project(
+            &options,
+            sandbox.clone(),
+            &cache,
+            &store,
+            spec,
+            &manifest.env,
+            &events,
+        )
+        .await?;
         reports.push(report);
         RunManifest::new(&options, reports.clone()).write(&args.out)?;
     }

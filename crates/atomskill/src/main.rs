@@ -193,14 +193,18 @@ fn snapshot_dir(home: &std::path::Path, sandbox: &Sandbox) -> PathBuf {
 /// toolchain mounted read-only.
 fn factory_sandbox(home: &std::path::Path) -> Result<(std::sync::Arc<Sandbox>, SnapshotStore)> {
     let corpus_dir = home.join("corpus");
-    std::fs::create_dir_all(&corpus_dir).with_context(|| format!("creating {}", corpus_dir.display()))?;
+    std::fs::create_dir_all(&corpus_dir)
+        .with_context(|| format!("creating {}", corpus_dir.display()))?;
     let mut config = SandboxConfig::default();
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         config.runtime_dir = home.join("run");
     }
     config.read_only_mounts.push(corpus_dir.canonicalize()?);
-    if let Ok(output) = std::process::Command::new("rustc").args(["--print", "sysroot"]).output() {
+    if let Ok(output) = std::process::Command::new("rustc")
+        .args(["--print", "sysroot"])
+        .output()
+    {
         let sysroot = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
         if output.status.success() && sysroot.is_dir() {
             config.read_only_mounts.push(sysroot);

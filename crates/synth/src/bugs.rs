@@ -37,13 +37,20 @@ pub struct Bug {
 
 impl Bug {
     pub fn operators(&self) -> Vec<String> {
-        self.mutations.iter().map(|m| m.operator.name().to_string()).collect()
+        self.mutations
+            .iter()
+            .map(|m| m.operator.name().to_string())
+            .collect()
     }
     pub fn line(&self) -> usize {
         self.mutations.iter().map(|m| m.line).min().unwrap_or(0)
     }
     pub fn description(&self) -> String {
-        self.mutations.iter().map(|m| m.description.clone()).collect::<Vec<_>>().join("; ")
+        self.mutations
+            .iter()
+            .map(|m| m.description.clone())
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 }
 
@@ -81,7 +88,9 @@ pub fn code_start_lines(source: &str, function: &mutate::Function) -> Vec<usize>
         if above.starts_with('@') {
             starts.push(line - 1);
             line -= 1;
-        } else if above.starts_with('#') || (above.ends_with(',') || above.ends_with('(') || above == ")") && line > 2 {
+        } else if above.starts_with('#')
+            || (above.ends_with(',') || above.ends_with('(') || above == ")") && line > 2
+        {
             // Multi-line decorator arguments or comments between decorators.
             line -= 1;
         } else {
@@ -92,12 +101,19 @@ pub fn code_start_lines(source: &str, function: &mutate::Function) -> Vec<usize>
 }
 
 /// The tests to run for a mutation of `function` in `file`: `None` means the whole suite.
-pub fn selection_for(state: &ProjectState, file: &str, source: &str, function: Option<&str>) -> Option<Selection> {
+pub fn selection_for(
+    state: &ProjectState,
+    file: &str,
+    source: &str,
+    function: Option<&str>,
+) -> Option<Selection> {
     let stable_passing: BTreeSet<&String> = state.baseline.passing().collect();
     match (&state.coverage, state.spec().ecosystem) {
         (Some(coverage), Ecosystem::Pypi) => {
             let functions = mutate::functions(Language::Python, source).ok()?;
-            let function = functions.iter().find(|f| Some(f.qualname.as_str()) == function)?;
+            let function = functions
+                .iter()
+                .find(|f| Some(f.qualname.as_str()) == function)?;
             let lines = code_start_lines(source, function);
             if coverage.called_outside(file, &lines) {
                 return Some(Selection::All);
@@ -128,7 +144,10 @@ pub async fn validate(
     let Some(selection) = selection_for(state, &file, &pristine, function.as_deref()) else {
         return Ok(Outcome::Rejected {
             reason: Rejection::Uncovered,
-            detail: format!("no passing test calls {}", function.as_deref().unwrap_or("the code")),
+            detail: format!(
+                "no passing test calls {}",
+                function.as_deref().unwrap_or("the code")
+            ),
         });
     };
     let runner = state.runner();
@@ -141,7 +160,10 @@ pub async fn validate(
     .await;
     episode.destroy()?;
     let run = run?;
-    if !run.consistent && !(run.exit == sandbox::ExitStatus::Exited(1) || run.exit == sandbox::ExitStatus::Exited(101)) {
+    if !run.consistent
+        && !(run.exit == sandbox::ExitStatus::Exited(1)
+            || run.exit == sandbox::ExitStatus::Exited(101))
+    {
         return Ok(Outcome::Rejected {
             reason: Rejection::Inconsistent,
             detail: run.anomalies.join("; "),
@@ -156,13 +178,18 @@ pub async fn validate(
     {
         return Ok(Outcome::Rejected {
             reason: Rejection::Broken,
-            detail: format!("{} tests reported, all errored or none ran", run.statuses.len()),
+            detail: format!(
+                "{} tests reported, all errored or none ran",
+                run.statuses.len()
+            ),
         });
     }
     let mut fail_to_pass = Vec::new();
     let mut changed = Vec::new();
     for id in &checked {
-        let Some(before) = state.baseline.statuses.get(id) else { continue };
+        let Some(before) = state.baseline.statuses.get(id) else {
+            continue;
+        };
         let after = run.statuses.get(id).copied();
         if before.is_pass() && after != Some(TestStatus::Passed) {
             fail_to_pass.push(id.clone());
@@ -191,7 +218,10 @@ pub async fn validate(
     if fail_to_pass.len() == checked.len() && checked.len() > 50 {
         return Ok(Outcome::Rejected {
             reason: Rejection::Broken,
-            detail: format!("all {} tests fail: the mutant breaks the project as a whole", checked.len()),
+            detail: format!(
+                "all {} tests fail: the mutant breaks the project as a whole",
+                checked.len()
+            ),
         });
     }
     let messages = fail_to_pass
@@ -221,7 +251,8 @@ mod tests {
 
     #[test]
     fn decorated_functions_start_at_their_first_decorator() {
-        let source = "import f\n\n@f.a\n@f.b(\n    1,\n)\ndef g(x):\n    return x\n\ndef h():\n    pass\n";
+        let source =
+            "import f\n\n@f.a\n@f.b(\n    1,\n)\ndef g(x):\n    return x\n\ndef h():\n    pass\n";
         let functions = mutate::functions(Language::Python, source).unwrap();
         let g = functions.iter().find(|f| f.name == "g").unwrap();
         let mut lines = code_start_lines(source, g);

@@ -37,7 +37,11 @@ fn read_message(message: &str) -> (Option<String>, Option<String>, Option<String
         for op in [" == ", " != "] {
             if let Some((left, right)) = rest.split_once(op) {
                 if op == " == " && left.len() < 160 && right.len() < 160 && !left.contains('(') {
-                    return (Some(left.trim().to_string()), Some(right.trim().to_string()), None);
+                    return (
+                        Some(left.trim().to_string()),
+                        Some(right.trim().to_string()),
+                        None,
+                    );
                 }
             }
         }
@@ -56,10 +60,9 @@ fn read_message(message: &str) -> (Option<String>, Option<String>, Option<String
         }
         return (got, expected, None);
     }
-    let is_error = first
-        .split(':')
-        .next()
-        .is_some_and(|name| name.ends_with("Error") || name.ends_with("Exception") || name.ends_with("Warning"));
+    let is_error = first.split(':').next().is_some_and(|name| {
+        name.ends_with("Error") || name.ends_with("Exception") || name.ends_with("Warning")
+    });
     if is_error && first.len() < 240 {
         return (None, None, Some(first.to_string()));
     }
@@ -77,7 +80,11 @@ fn scrub(text: &str, forbidden: &[String]) -> String {
 /// Whether `text` names any forbidden string (case-sensitive for paths, which is how they'd be
 /// quoted).
 pub fn leaks(text: &str, forbidden: &[String]) -> Option<String> {
-    forbidden.iter().filter(|f| f.len() > 2).find(|f| text.contains(f.as_str())).cloned()
+    forbidden
+        .iter()
+        .filter(|f| f.len() > 2)
+        .find(|f| text.contains(f.as_str()))
+        .cloned()
 }
 
 const OPENINGS: &[&str] = &[
@@ -157,7 +164,10 @@ pub fn write_issue(facts: &IssueFacts, seed: u64) -> String {
         _ => (*pick(&mut rng, VAGUE)).to_string(),
     };
     let scope = if facts.n_failing > 3 && rng.next_u32() % 2 == 0 {
-        format!(" It seems to affect several different inputs, not just one ({} cases in my checks).", facts.n_failing)
+        format!(
+            " It seems to affect several different inputs, not just one ({} cases in my checks).",
+            facts.n_failing
+        )
     } else {
         String::new()
     };
@@ -172,7 +182,10 @@ pub fn write_issue(facts: &IssueFacts, seed: u64) -> String {
     };
     match leaks(&text, &facts.forbidden) {
         None => text,
-        Some(_) => scrub(&format!("{call} gives wrong results.\n\n{symptom}"), &facts.forbidden),
+        Some(_) => scrub(
+            &format!("{call} gives wrong results.\n\n{symptom}"),
+            &facts.forbidden,
+        ),
     }
 }
 
@@ -187,22 +200,41 @@ mod tests {
             public_name: "toolz.groupby".into(),
             message: message.map(String::from),
             n_failing: 5,
-            forbidden: vec!["toolz/itertoolz.py".into(), "toolz.itertoolz".into(), "line 88".into()],
+            forbidden: vec![
+                "toolz/itertoolz.py".into(),
+                "toolz.itertoolz".into(),
+                "line 88".into(),
+            ],
         }
     }
 
     #[test]
     fn messages_become_symptoms() {
         for (message, needles) in [
-            (Some("assert {1: [1]} == {1: [1, 3]}\n +  where x = f()"), vec!["`{1: [1]}`", "`{1: [1, 3]}`"]),
-            (Some("AssertionError: assert 'a-b' == 'a_b'"), vec!["`'a-b'`", "`'a_b'`"]),
-            (Some("TypeError: 'int' object is not iterable"), vec!["TypeError: 'int' object is not iterable"]),
-            (Some("assertion `left == right` failed\nleft: 2\nright: 3"), vec!["`2`", "`3`"]),
+            (
+                Some("assert {1: [1]} == {1: [1, 3]}\n +  where x = f()"),
+                vec!["`{1: [1]}`", "`{1: [1, 3]}`"],
+            ),
+            (
+                Some("AssertionError: assert 'a-b' == 'a_b'"),
+                vec!["`'a-b'`", "`'a_b'`"],
+            ),
+            (
+                Some("TypeError: 'int' object is not iterable"),
+                vec!["TypeError: 'int' object is not iterable"],
+            ),
+            (
+                Some("assertion `left == right` failed\nleft: 2\nright: 3"),
+                vec!["`2`", "`3`"],
+            ),
         ] {
             for seed in 0..8 {
                 let text = write_issue(&facts(message), seed);
                 for needle in &needles {
-                    assert!(text.contains(needle), "seed {seed}: {needle} not in\n{text}");
+                    assert!(
+                        text.contains(needle),
+                        "seed {seed}: {needle} not in\n{text}"
+                    );
                 }
                 assert!(text.contains("groupby"), "{text}");
                 assert!(!text.contains("where x = f()"), "quotes the test: {text}");
@@ -221,8 +253,10 @@ mod tests {
             texts.insert(text);
         }
         assert!(texts.len() >= 20, "only {} distinct texts", texts.len());
-        let first_lines: std::collections::BTreeSet<String> =
-            texts.iter().map(|t| t.lines().next().unwrap().to_string()).collect();
+        let first_lines: std::collections::BTreeSet<String> = texts
+            .iter()
+            .map(|t| t.lines().next().unwrap().to_string())
+            .collect();
         assert!(first_lines.len() >= 6, "{first_lines:?}");
     }
 }

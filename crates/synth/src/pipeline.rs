@@ -41,13 +41,37 @@ pub struct SynthOptions {
 /// What the run reports as it goes (the CLI draws progress bars from these).
 #[derive(Clone, Debug)]
 pub enum Event {
-    ProjectStarted { project: String },
-    Prepared { project: String, tests: usize, flaky: usize, seconds: f64 },
-    Candidates { project: String, total: usize, covered: usize, sampled: usize },
-    CandidateDone { project: String, kept: bool },
-    InstanceDone { project: String, skill: Skill, valid: bool },
-    ProjectSkipped { project: String, reason: String },
-    ProjectDone { project: String },
+    ProjectStarted {
+        project: String,
+    },
+    Prepared {
+        project: String,
+        tests: usize,
+        flaky: usize,
+        seconds: f64,
+    },
+    Candidates {
+        project: String,
+        total: usize,
+        covered: usize,
+        sampled: usize,
+    },
+    CandidateDone {
+        project: String,
+        kept: bool,
+    },
+    InstanceDone {
+        project: String,
+        skill: Skill,
+        valid: bool,
+    },
+    ProjectSkipped {
+        project: String,
+        reason: String,
+    },
+    ProjectDone {
+        project: String,
+    },
 }
 
 /// Per-operator yield.
@@ -90,7 +114,10 @@ struct CandidateRecord {
 
 /// A seed derived from a parent seed and a label.
 pub fn derive_seed(seed: u64, label: &str) -> u64 {
-    let digest = Sha256::new().chain_update(seed.to_le_bytes()).chain_update(label.as_bytes()).finalize();
+    let digest = Sha256::new()
+        .chain_update(seed.to_le_bytes())
+        .chain_update(label.as_bytes())
+        .finalize();
     u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
 }
 
@@ -137,7 +164,9 @@ pub fn project_candidates(state: &ProjectState) -> Result<(usize, Vec<Mutation>)
     let mut total = 0;
     let mut covered = Vec::new();
     for file in state.source_files() {
-        let Some(source) = state.read_pristine(&file) else { continue };
+        let Some(source) = state.read_pristine(&file) else {
+            continue;
+        };
         let Ok(candidates) = mutate::candidates(language, &file, &source) else {
             tracing::warn!(file, "unparsable source file skipped");
             continue;
@@ -147,7 +176,10 @@ pub fn project_candidates(state: &ProjectState) -> Result<(usize, Vec<Mutation>)
         for candidate in candidates {
             let has_tests = *selection_cache
                 .entry(candidate.function.clone())
-                .or_insert_with(|| crate::bugs::selection_for(state, &file, &source, candidate.function.as_deref()).is_some());
+                .or_insert_with(|| {
+                    crate::bugs::selection_for(state, &file, &source, candidate.function.as_deref())
+                        .is_some()
+                });
             if has_tests && candidate.function.is_some() {
                 covered.push(candidate);
             }
@@ -171,10 +203,14 @@ pub async fn synth_project(
     let state_dir = options.out.join("state").join(&key);
     std::fs::create_dir_all(&state_dir).map_err(|e| Error::io(&state_dir, e))?;
     if let Some(report) = read_lines::<ProjectReport>(&state_dir.join("done.json")).pop() {
-        events(Event::ProjectDone { project: key.clone() });
+        events(Event::ProjectDone {
+            project: key.clone(),
+        });
         return Ok(report);
     }
-    events(Event::ProjectStarted { project: key.clone() });
+    events(Event::ProjectStarted {
+        project: key.clone(),
+    });
     let project_seed = derive_seed(options.seed, &key);
     let mut report = ProjectReport {
         project: spec.name.clone(),
@@ -184,11 +220,24 @@ pub async fn synth_project(
         ..ProjectReport::default()
     };
     let started = Instant::now();
-    let state = match prepare_project(cache, store, &sandbox, spec, manifest_env, options.baseline_runs, options.test_timeout * 4).await {
+    let state = match prepare_project(
+        cache,
+        store,
+        &sandbox,
+        spec,
+        manifest_env,
+        options.baseline_runs,
+        options.test_timeout * 4,
+    )
+    .await
+    {
         Ok(state) => Arc::new(state),
         Err(error) => {
             let reason = error.to_string();
-            events(Event::ProjectSkipped { project: key.clone(), reason: reason.clone() });
+            events(Event::ProjectSkipped {
+                project: key.clone(),
+                reason: reason.clone(),
+            });
             report.skipped = Some(reason);
             return Ok(report);
         }
@@ -230,9 +279,18 @@ pub async fn synth_state(
     report.candidates_total = total;
     report.candidates_covered = covered.len();
     let sampled = mutate::sample(&covered, project_seed, options.max_candidates, Some(3));
-    events(Event::Candidates { project: key.clone(), total, covered: covered.len(), sampled: sampled.len() });
+    events(Event::Candidates {
+        project: key.clone(),
+        total,
+        covered: covered.len(),
+        sampled: sampled.len(),
+    });
     for candidate in &covered {
-        report.yields.entry(candidate.operator.name().to_string()).or_default().candidates += 1;
+        report
+            .yields
+            .entry(candidate.operator.name().to_string())
+            .or_default()
+            .candidates += 1;
     }
     let records_path = state_dir.join("candidates.jsonl");
     let mut done: BTreeMap<String, CandidateRecord> = read_lines::<CandidateRecord>(&records_path)
@@ -240,13 +298,28 @@ pub async fn synth_state(
         .map(|r| (r.mutation_ids.join("+"), r))
         .collect();
     let semaphore = Arc::new(tokio::sync::Semaphore::new(options.concurrency.max(1)));
-    let mut kept = done.values().filter(|r| matches!(r.outcome, Outcome::Kept { .. })).count();
+    let mut kept = done
+        .values()
+        .filter(|r| matches!(r.outcome, Outcome::Kept { .. }))
+        .count();
     let mut pending = tokio::task::JoinSet::new();
-    let mut queue = sampled.iter().filter(|m| !done.contains_key(&m.id())).cloned().collect::<std::collections::VecDeque<_>>();
+    let mut queue = sampled
+        .iter()
+        .filter(|m| !done.contains_key(&m.id()))
+        .cloned()
+        .collect::<std::collections::VecDeque<_>>();
     while kept < options.max_per_repo && (!queue.is_empty() || !pending.is_empty()) {
-        while pending.len() < options.concurrency.max(1) && kept + pending.len() < options.max_per_repo * 3 {
-            let Some(mutation) = queue.pop_front() else { break };
-            let permit = semaphore.clone().acquire_owned().await.map_err(|e| Error::Internal(e.to_string()))?;
+        while pending.len() < options.concurrency.max(1)
+            && kept + pending.len() < options.max_per_repo * 3
+        {
+            let Some(mutation) = queue.pop_front() else {
+                break;
+            };
+            let permit = semaphore
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))?;
             let (state, sandbox) = (state.clone(), sandbox.clone());
             let timeout = options.test_timeout;
             let seed = derive_seed(project_seed, &mutation.id());
@@ -259,14 +332,25 @@ pub async fn synth_state(
                 (ids, operator, outcome, started.elapsed().as_secs_f64())
             });
         }
-        let Some(joined) = pending.join_next().await else { break };
-        let (mutation_ids, operator, outcome, seconds) = joined.map_err(|e| Error::Internal(e.to_string()))?;
+        let Some(joined) = pending.join_next().await else {
+            break;
+        };
+        let (mutation_ids, operator, outcome, seconds) =
+            joined.map_err(|e| Error::Internal(e.to_string()))?;
         let outcome = outcome?;
         let is_kept = matches!(outcome, Outcome::Kept { .. });
         kept += usize::from(is_kept);
-        let record = CandidateRecord { mutation_ids, operator, outcome, seconds };
+        let record = CandidateRecord {
+            mutation_ids,
+            operator,
+            outcome,
+            seconds,
+        };
         append_line(&records_path, &record)?;
-        events(Event::CandidateDone { project: key.clone(), kept: is_kept });
+        events(Event::CandidateDone {
+            project: key.clone(),
+            kept: is_kept,
+        });
         done.insert(record.mutation_ids.join("+"), record);
     }
     pending.shutdown().await;
@@ -285,7 +369,11 @@ pub async fn synth_state(
         }
     }
     // Deterministic order whatever the completion order was.
-    let order: BTreeMap<String, usize> = sampled.iter().enumerate().map(|(i, m)| (m.id(), i)).collect();
+    let order: BTreeMap<String, usize> = sampled
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (m.id(), i))
+        .collect();
     bugs.sort_by_key(|b| order.get(&b.bug_id).copied().unwrap_or(usize::MAX));
     bugs.truncate(options.max_per_repo);
     report.bugs = bugs.len();
@@ -294,13 +382,34 @@ pub async fn synth_state(
     // Instances.
     let started = Instant::now();
     let mut grader = Grader::new(sandbox.clone(), options.test_timeout);
-    grader.add_project(GradedProject { runner: state.runner(), snapshot: state.snapshot.clone() });
+    grader.add_project(GradedProject {
+        runner: state.runner(),
+        snapshot: state.snapshot.clone(),
+    });
     let existing = existing_ids(&options.out);
-    let wrong_place: Vec<Mutation> = covered.iter().filter(|m| !order.contains_key(&m.id())).take(2000).cloned().collect();
-    let ctx = Context { state: &state, grader: &grader, bugs: &bugs, other_candidates: &wrong_place };
+    let wrong_place: Vec<Mutation> = covered
+        .iter()
+        .filter(|m| !order.contains_key(&m.id()))
+        .take(2000)
+        .cloned()
+        .collect();
+    let ctx = Context {
+        state: &state,
+        grader: &grader,
+        bugs: &bugs,
+        other_candidates: &wrong_place,
+    };
     let write = |instance: Instance, report: &mut ProjectReport| -> Result<()> {
-        append_line(&options.out.join(format!("{}.jsonl", instance.skill().name())), &instance)?;
-        *report.instances.entry(instance.skill().name().to_string()).or_default() += 1;
+        append_line(
+            &options
+                .out
+                .join(format!("{}.jsonl", instance.skill().name())),
+            &instance,
+        )?;
+        *report
+            .instances
+            .entry(instance.skill().name().to_string())
+            .or_default() += 1;
         Ok(())
     };
     for bug in &bugs {
@@ -309,42 +418,65 @@ pub async fn synth_state(
             .skills
             .iter()
             .copied()
-            .filter(|s| *s != Skill::TestGeneration && !existing.contains(&format!("{prefix}{}", s.name())))
+            .filter(|s| {
+                *s != Skill::TestGeneration && !existing.contains(&format!("{prefix}{}", s.name()))
+            })
             .collect();
         if wanted.is_empty() {
             continue;
         }
         for mut instance in instances_for_bug(&ctx, bug, &wanted).await? {
-            let (valid, validation) = crate::validate::validate_instance(&grader, &instance).await?;
+            let (valid, validation) =
+                crate::validate::validate_instance(&grader, &instance).await?;
             let skill = instance.skill();
-            events(Event::InstanceDone { project: key.clone(), skill, valid });
+            events(Event::InstanceDone {
+                project: key.clone(),
+                skill,
+                valid,
+            });
             instance.validation = Some(validation);
             if valid {
                 write(instance, &mut report)?;
             } else {
                 append_line(&state_dir.join("invalid.jsonl"), &instance)?;
-                *report.invalid_instances.entry(skill.name().to_string()).or_default() += 1;
+                *report
+                    .invalid_instances
+                    .entry(skill.name().to_string())
+                    .or_default() += 1;
             }
         }
     }
     if options.skills.contains(&Skill::TestGeneration) {
         let mut by_function: BTreeMap<(String, Option<String>), Vec<&Bug>> = BTreeMap::new();
         for bug in &bugs {
-            by_function.entry((bug.file.clone(), bug.function.clone())).or_default().push(bug);
+            by_function
+                .entry((bug.file.clone(), bug.function.clone()))
+                .or_default()
+                .push(bug);
         }
         for group in by_function.values() {
-            let Some(mut instance) = test_generation(&state, group) else { continue };
+            let Some(mut instance) = test_generation(&state, group) else {
+                continue;
+            };
             if existing.contains(&instance.instance_id) {
                 continue;
             }
-            let (valid, validation) = crate::validate::validate_instance(&grader, &instance).await?;
-            events(Event::InstanceDone { project: key.clone(), skill: Skill::TestGeneration, valid });
+            let (valid, validation) =
+                crate::validate::validate_instance(&grader, &instance).await?;
+            events(Event::InstanceDone {
+                project: key.clone(),
+                skill: Skill::TestGeneration,
+                valid,
+            });
             instance.validation = Some(validation);
             if valid {
                 write(instance, &mut report)?;
             } else {
                 append_line(&state_dir.join("invalid.jsonl"), &instance)?;
-                *report.invalid_instances.entry(Skill::TestGeneration.name().to_string()).or_default() += 1;
+                *report
+                    .invalid_instances
+                    .entry(Skill::TestGeneration.name().to_string())
+                    .or_default() += 1;
             }
         }
     }
@@ -403,7 +535,11 @@ impl RunManifest {
     pub fn write(&self, out: &Path) -> Result<()> {
         let path = out.join("manifest.json");
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec_pretty(self).expect("manifests serialise")).map_err(|e| Error::io(&tmp, e))?;
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(self).expect("manifests serialise"),
+        )
+        .map_err(|e| Error::io(&tmp, e))?;
         std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
     }
 }

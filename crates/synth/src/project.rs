@@ -40,7 +40,9 @@ impl Coverage {
     }
 
     pub fn called_outside(&self, file: &str, lines: &[usize]) -> bool {
-        self.outside.get(file).is_some_and(|set| lines.iter().any(|l| set.contains(l)))
+        self.outside
+            .get(file)
+            .is_some_and(|set| lines.iter().any(|l| set.contains(l)))
     }
 }
 
@@ -78,10 +80,14 @@ impl ProjectState {
 }
 
 fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let path = entry.path();
-        let Ok(kind) = entry.file_type() else { continue };
+        let Ok(kind) = entry.file_type() else {
+            continue;
+        };
         if kind.is_dir() {
             walk(root, &path, out);
         } else if kind.is_file() {
@@ -127,7 +133,15 @@ pub async fn prepare_project(
             .await
             .map_err(|e| Error::Internal(e.to_string()))??
     };
-    prepare_state(prepared, &cache.project_dir(spec), store, sandbox, baseline_runs, timeout).await
+    prepare_state(
+        prepared,
+        &cache.project_dir(spec),
+        store,
+        sandbox,
+        baseline_runs,
+        timeout,
+    )
+    .await
 }
 
 /// Snapshot, baseline and call map of an already prepared project; products are cached in
@@ -141,14 +155,22 @@ pub async fn prepare_state(
     timeout: Duration,
 ) -> Result<ProjectState> {
     let spec = &prepared.spec;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let snapshot = store.import_dir(&prepared.tree, None)?;
     let runner = TestRunner::new(prepared.clone());
     let baseline_path = dir.join("baseline.json");
     let baseline = match load_json::<Cached<Baseline>>(&baseline_path) {
         Some(cached) if cached.snapshot == snapshot.id => cached.value,
         _ => {
-            let baseline = Baseline::measure(&runner, sandbox, &snapshot, baseline_runs, timeout).await?;
-            save_json(&baseline_path, &Cached { snapshot: snapshot.id.clone(), value: baseline.clone() })?;
+            let baseline =
+                Baseline::measure(&runner, sandbox, &snapshot, baseline_runs, timeout).await?;
+            save_json(
+                &baseline_path,
+                &Cached {
+                    snapshot: snapshot.id.clone(),
+                    value: baseline.clone(),
+                },
+            )?;
             baseline
         }
     };
@@ -159,8 +181,15 @@ pub async fn prepare_state(
             Some(match load_json::<Cached<Coverage>>(&coverage_path) {
                 Some(cached) if cached.snapshot == snapshot.id => cached.value,
                 _ => {
-                    let coverage = measure_coverage(&runner, sandbox, &snapshot, timeout * 4).await?;
-                    save_json(&coverage_path, &Cached { snapshot: snapshot.id.clone(), value: coverage.clone() })?;
+                    let coverage =
+                        measure_coverage(&runner, sandbox, &snapshot, timeout * 4).await?;
+                    save_json(
+                        &coverage_path,
+                        &Cached {
+                            snapshot: snapshot.id.clone(),
+                            value: coverage.clone(),
+                        },
+                    )?;
                     coverage
                 }
             })
@@ -175,11 +204,23 @@ pub async fn prepare_state(
 }
 
 /// One suite run with the call-recording plugin.
-async fn measure_coverage(runner: &TestRunner, sandbox: &Sandbox, snapshot: &Snapshot, timeout: Duration) -> Result<Coverage> {
-    let episode = sandbox.create_episode_with(snapshot, TestRunner::episode_limits(sandbox.default_limits()))?;
+async fn measure_coverage(
+    runner: &TestRunner,
+    sandbox: &Sandbox,
+    snapshot: &Snapshot,
+    timeout: Duration,
+) -> Result<Coverage> {
+    let episode = sandbox.create_episode_with(
+        snapshot,
+        TestRunner::episode_limits(sandbox.default_limits()),
+    )?;
     let out = ".atomskill/coverage.json";
     let result = async {
-        episode.write_file(".atomskill/atomskill_cov.py", COVERAGE_PLUGIN.as_bytes(), false)?;
+        episode.write_file(
+            ".atomskill/atomskill_cov.py",
+            COVERAGE_PLUGIN.as_bytes(),
+            false,
+        )?;
         let run = runner
             .run_with(
                 &episode,
@@ -187,28 +228,43 @@ async fn measure_coverage(runner: &TestRunner, sandbox: &Sandbox, snapshot: &Sna
                 timeout,
                 &["-p".into(), "atomskill_cov".into()],
                 &[
-                    ("PYTHONPATH".into(), format!(":{}/.atomskill", sandbox::WORKSPACE)),
+                    (
+                        "PYTHONPATH".into(),
+                        format!(":{}/.atomskill", sandbox::WORKSPACE),
+                    ),
                     ("ATOMSKILL_COV_ROOT".into(), sandbox::WORKSPACE.into()),
-                    ("ATOMSKILL_COV_OUT".into(), format!("{}/{out}", sandbox::WORKSPACE)),
+                    (
+                        "ATOMSKILL_COV_OUT".into(),
+                        format!("{}/{out}", sandbox::WORKSPACE),
+                    ),
                 ],
             )
             .await?;
         let bytes = episode.read_file(out, 1 << 30).map_err(|e| {
-            Error::Coverage(format!("the plugin wrote no report ({e}); run: {}", run.output_tail))
+            Error::Coverage(format!(
+                "the plugin wrote no report ({e}); run: {}",
+                run.output_tail
+            ))
         })?;
         Ok::<_, Error>(bytes)
     }
     .await;
     episode.destroy()?;
-    let raw: BTreeMap<String, Vec<(String, usize)>> =
-        serde_json::from_slice(&result?).map_err(|e| Error::Coverage(format!("unreadable report: {e}")))?;
+    let raw: BTreeMap<String, Vec<(String, usize)>> = serde_json::from_slice(&result?)
+        .map_err(|e| Error::Coverage(format!("unreadable report: {e}")))?;
     let mut coverage = Coverage::default();
     for (test, calls) in raw {
         for (file, line) in calls {
             if test == "<outside>" {
                 coverage.outside.entry(file).or_default().insert(line);
             } else {
-                coverage.by_function.entry(file).or_default().entry(line).or_default().insert(test.clone());
+                coverage
+                    .by_function
+                    .entry(file)
+                    .or_default()
+                    .entry(line)
+                    .or_default()
+                    .insert(test.clone());
             }
         }
     }

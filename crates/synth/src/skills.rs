@@ -24,16 +24,22 @@ pub fn test_file(spec: &corpus::ProjectSpec, id: &str) -> Option<String> {
     let file = id.split("::").next()?;
     match spec.ecosystem {
         Ecosystem::Pypi => file.ends_with(".py").then(|| file.to_string()),
-        Ecosystem::Crates => (file.starts_with("tests/") && file.ends_with(".rs")).then(|| file.to_string()),
+        Ecosystem::Crates => {
+            (file.starts_with("tests/") && file.ends_with(".rs")).then(|| file.to_string())
+        }
     }
 }
 
 fn module_path(spec: &corpus::ProjectSpec, file: &str) -> String {
     let rel = match spec.source_dir.as_str() {
         "." | "" => file,
-        dir => file.strip_prefix(dir).map_or(file, |r| r.trim_start_matches('/')),
+        dir => file
+            .strip_prefix(dir)
+            .map_or(file, |r| r.trim_start_matches('/')),
     };
-    rel.trim_end_matches(".py").trim_end_matches("/__init__").replace('/', ".")
+    rel.trim_end_matches(".py")
+        .trim_end_matches("/__init__")
+        .replace('/', ".")
 }
 
 /// How a user reaches the function, without naming its module.
@@ -41,10 +47,18 @@ fn public_name(state: &ProjectState, bug: &Bug) -> String {
     let spec = state.spec();
     let qualname = bug.function.clone().unwrap_or_else(|| "the API".into());
     // A constructor is called through its class.
-    let qualname = qualname.strip_suffix(".__init__").map_or(qualname.clone(), str::to_string);
+    let qualname = qualname
+        .strip_suffix(".__init__")
+        .map_or(qualname.clone(), str::to_string);
     let head = qualname.split('.').next().unwrap_or(&qualname).to_string();
     if spec.ecosystem == Ecosystem::Crates {
-        return format!("{}::{}", spec.packages.first().map_or(spec.name.as_str(), String::as_str), qualname.replace('.', "::"));
+        return format!(
+            "{}::{}",
+            spec.packages
+                .first()
+                .map_or(spec.name.as_str(), String::as_str),
+            qualname.replace('.', "::")
+        );
     }
     let package = spec.packages.first().cloned().unwrap_or_default();
     let init = match spec.source_dir.as_str() {
@@ -52,7 +66,8 @@ fn public_name(state: &ProjectState, bug: &Bug) -> String {
         dir => format!("{dir}/{package}/__init__.py"),
     };
     let exported = state.read_pristine(&init).is_some_and(|text| {
-        text.split(|c: char| !(c.is_alphanumeric() || c == '_')).any(|word| word == head)
+        text.split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .any(|word| word == head)
     });
     if exported {
         format!("{package}.{qualname}")
@@ -78,9 +93,16 @@ fn issue_for(state: &ProjectState, bug: &Bug, seed: u64) -> String {
     let spec = state.spec();
     let facts = IssueFacts {
         project: spec.name.clone(),
-        package: spec.packages.first().cloned().unwrap_or_else(|| spec.name.clone()),
+        package: spec
+            .packages
+            .first()
+            .cloned()
+            .unwrap_or_else(|| spec.name.clone()),
         public_name: public_name(state, bug),
-        message: bug.fail_to_pass.iter().find_map(|id| bug.messages.get(id).cloned()),
+        message: bug
+            .fail_to_pass
+            .iter()
+            .find_map(|id| bug.messages.get(id).cloned()),
         n_failing: bug.fail_to_pass.len(),
         forbidden: forbidden(state, bug),
     };
@@ -116,7 +138,12 @@ pub fn edit_instruction(bug: &Bug, seed: u64) -> String {
             first_line
         };
         let part = if old.is_empty() {
-            let anchor = bug.buggy.lines().nth(line.saturating_sub(2)).unwrap_or("").trim();
+            let anchor = bug
+                .buggy
+                .lines()
+                .nth(line.saturating_sub(2))
+                .unwrap_or("")
+                .trim();
             format!(
                 "{} line {} (after `{anchor}`), insert:\n```\n{}```",
                 pick(&mut rng, &["Before", "At"]),
@@ -126,7 +153,10 @@ pub fn edit_instruction(bug: &Bug, seed: u64) -> String {
         } else if new.is_empty() {
             format!("Delete line {line}:\n```\n{old}```")
         } else {
-            let (verb, joiner) = *pick(&mut rng, &[("Replace", "with"), ("Change", "to"), ("Rewrite", "as")]);
+            let (verb, joiner) = *pick(
+                &mut rng,
+                &[("Replace", "with"), ("Change", "to"), ("Rewrite", "as")],
+            );
             format!("{verb} line {line}\n```\n{old}```\n{joiner}\n```\n{new}```")
         };
         parts.push(part);
@@ -145,7 +175,10 @@ pub fn edit_instruction(bug: &Bug, seed: u64) -> String {
         ],
     )
     .replace("{place}", &place);
-    format!("{opening}\n\n{}\n\nDo not change anything else.", parts.join("\n\n"))
+    format!(
+        "{opening}\n\n{}\n\nDo not change anything else.",
+        parts.join("\n\n")
+    )
 }
 
 fn project_ref(state: &ProjectState) -> ProjectRef {
@@ -175,25 +208,46 @@ fn bug_ref(bug: &Bug) -> BugRef {
 fn pass_to_pass(state: &ProjectState, bug: &Bug) -> Vec<String> {
     let spec = state.spec();
     let f2p: BTreeSet<&String> = bug.fail_to_pass.iter().collect();
-    let files: BTreeSet<String> = bug.fail_to_pass.iter().filter_map(|id| test_file(spec, id)).collect();
+    let files: BTreeSet<String> = bug
+        .fail_to_pass
+        .iter()
+        .filter_map(|id| test_file(spec, id))
+        .collect();
     state
         .baseline
         .passing()
         .filter(|id| !f2p.contains(id))
-        .filter(|id| bug.checked.contains(id) || test_file(spec, id).is_some_and(|f| files.contains(&f)))
+        .filter(|id| {
+            bug.checked.contains(id) || test_file(spec, id).is_some_and(|f| files.contains(&f))
+        })
         .cloned()
         .collect()
 }
 
 fn hidden_files(state: &ProjectState, tests: &[String]) -> BTreeSet<String> {
-    tests.iter().filter_map(|id| test_file(state.spec(), id)).collect()
+    tests
+        .iter()
+        .filter_map(|id| test_file(state.spec(), id))
+        .collect()
 }
 
-fn instance(state: &ProjectState, bug: &Bug, skill: Skill, setup: FileEdits, task: Task) -> Instance {
+fn instance(
+    state: &ProjectState,
+    bug: &Bug,
+    skill: Skill,
+    setup: FileEdits,
+    task: Task,
+) -> Instance {
     let spec = state.spec();
     Instance {
         schema_version: SCHEMA_VERSION,
-        instance_id: format!("{}-{}.{}.{}", spec.name, spec.version, bug.bug_id, skill.name()),
+        instance_id: format!(
+            "{}-{}.{}.{}",
+            spec.name,
+            spec.version,
+            bug.bug_id,
+            skill.name()
+        ),
         project: project_ref(state),
         bug: bug_ref(bug),
         setup,
@@ -215,7 +269,11 @@ pub struct Context<'a> {
 
 /// Instances of the skills in `skills` for one bug (not test generation: see
 /// [`test_generation`]).
-pub async fn instances_for_bug(ctx: &Context<'_>, bug: &Bug, skills: &BTreeSet<Skill>) -> Result<Vec<Instance>> {
+pub async fn instances_for_bug(
+    ctx: &Context<'_>,
+    bug: &Bug,
+    skills: &BTreeSet<Skill>,
+) -> Result<Vec<Instance>> {
     let state = ctx.state;
     let spec = state.spec();
     let gold_patch = FileEdits::new().write(bug.file.clone(), bug.pristine.clone());
@@ -228,33 +286,57 @@ pub async fn instances_for_bug(ctx: &Context<'_>, bug: &Bug, skills: &BTreeSet<S
     let issue = issue_for(state, bug, bug.seed ^ 0x1550e);
     let mut out = Vec::new();
     if skills.contains(&Skill::Localization) {
-        out.push(instance(state, bug, Skill::Localization, hide.clone(), Task::Localization {
-            issue: issue.clone(),
-            gold_files: vec![bug.file.clone()],
-        }));
+        out.push(instance(
+            state,
+            bug,
+            Skill::Localization,
+            hide.clone(),
+            Task::Localization {
+                issue: issue.clone(),
+                gold_files: vec![bug.file.clone()],
+            },
+        ));
     }
     if skills.contains(&Skill::Editing) {
-        out.push(instance(state, bug, Skill::Editing, hide.clone(), Task::Editing {
-            instruction: edit_instruction(bug, bug.seed ^ 0xed17),
-            gold_patch: gold_patch.clone(),
-            fail_to_pass: bug.fail_to_pass.clone(),
-            pass_to_pass: p2p.clone(),
-        }));
+        out.push(instance(
+            state,
+            bug,
+            Skill::Editing,
+            hide.clone(),
+            Task::Editing {
+                instruction: edit_instruction(bug, bug.seed ^ 0xed17),
+                gold_patch: gold_patch.clone(),
+                fail_to_pass: bug.fail_to_pass.clone(),
+                pass_to_pass: p2p.clone(),
+            },
+        ));
     }
     if skills.contains(&Skill::BugFixing) {
-        out.push(instance(state, bug, Skill::BugFixing, hide.clone(), Task::BugFixing {
-            problem_statement: issue.clone(),
-            gold_patch: gold_patch.clone(),
-            fail_to_pass: bug.fail_to_pass.clone(),
-            pass_to_pass: p2p.clone(),
-        }));
+        out.push(instance(
+            state,
+            bug,
+            Skill::BugFixing,
+            hide.clone(),
+            Task::BugFixing {
+                problem_statement: issue.clone(),
+                gold_patch: gold_patch.clone(),
+                fail_to_pass: bug.fail_to_pass.clone(),
+                pass_to_pass: p2p.clone(),
+            },
+        ));
     }
     if skills.contains(&Skill::Reproduction) {
-        out.push(instance(state, bug, Skill::Reproduction, bug_edit.clone(), Task::Reproduction {
-            issue: issue.clone(),
-            gold_patch: gold_patch.clone(),
-            gold_script: gold_script(spec, &bug.fail_to_pass),
-        }));
+        out.push(instance(
+            state,
+            bug,
+            Skill::Reproduction,
+            bug_edit.clone(),
+            Task::Reproduction {
+                issue: issue.clone(),
+                gold_patch: gold_patch.clone(),
+                gold_script: gold_script(spec, &bug.fail_to_pass),
+            },
+        ));
     }
     if skills.contains(&Skill::Review) {
         if let Some(review) = review(ctx, bug, &hide, &issue, &p2p).await? {
@@ -292,7 +374,13 @@ pub fn reproduction_path(ecosystem: Ecosystem) -> &'static str {
     }
 }
 
-async fn review(ctx: &Context<'_>, bug: &Bug, hide: &FileEdits, issue: &str, p2p: &[String]) -> Result<Option<Instance>> {
+async fn review(
+    ctx: &Context<'_>,
+    bug: &Bug,
+    hide: &FileEdits,
+    issue: &str,
+    p2p: &[String],
+) -> Result<Option<Instance>> {
     let state = ctx.state;
     let mut rng = ChaCha8Rng::seed_from_u64(bug.seed ^ 0x4e71e);
     let fix = FileEdits::new().write(bug.file.clone(), bug.pristine.clone());
@@ -301,14 +389,31 @@ async fn review(ctx: &Context<'_>, bug: &Bug, hide: &FileEdits, issue: &str, p2p
         options.push((CandidateKind::Gold, fix.clone()));
     }
     // The fix, plus another validated bug elsewhere: breaks other tests.
-    if let Some(other) = ctx.bugs.iter().find(|b| b.function != bug.function && b.file != bug.file) {
-        options.push((CandidateKind::BreaksOther, fix.clone().write(other.file.clone(), other.buggy.clone())));
-    } else if let Some(other) = ctx.bugs.iter().find(|b| b.function != bug.function && b.file == bug.file) {
+    if let Some(other) = ctx
+        .bugs
+        .iter()
+        .find(|b| b.function != bug.function && b.file != bug.file)
+    {
+        options.push((
+            CandidateKind::BreaksOther,
+            fix.clone().write(other.file.clone(), other.buggy.clone()),
+        ));
+    } else if let Some(other) = ctx
+        .bugs
+        .iter()
+        .find(|b| b.function != bug.function && b.file == bug.file)
+    {
         // Same file, other function: combine both mutations on pristine text.
         let muts = other.mutations.clone();
-        if muts.iter().all(|m| bug.mutations.iter().all(|n| !m.overlaps(n))) {
+        if muts
+            .iter()
+            .all(|m| bug.mutations.iter().all(|n| !m.overlaps(n)))
+        {
             if let Ok(text) = mutate::apply_all(&bug.pristine, &muts) {
-                options.push((CandidateKind::BreaksOther, FileEdits::new().write(bug.file.clone(), text)));
+                options.push((
+                    CandidateKind::BreaksOther,
+                    FileEdits::new().write(bug.file.clone(), text),
+                ));
             }
         }
     }
@@ -316,24 +421,38 @@ async fn review(ctx: &Context<'_>, bug: &Bug, hide: &FileEdits, issue: &str, p2p
     let wrong: Vec<&mutate::Mutation> = ctx
         .other_candidates
         .iter()
-        .filter(|m| m.file == bug.file && m.function != bug.function && bug.mutations.iter().all(|n| !m.overlaps(n)))
+        .filter(|m| {
+            m.file == bug.file
+                && m.function != bug.function
+                && bug.mutations.iter().all(|n| !m.overlaps(n))
+        })
         .collect();
     if !wrong.is_empty() {
         let m = wrong[(rng.next_u64() % wrong.len() as u64) as usize];
         let mut all = bug.mutations.clone();
         all.push(m.clone());
         if let Ok(text) = mutate::apply_all(&bug.pristine, &all) {
-            options.push((CandidateKind::WrongPlace, FileEdits::new().write(bug.file.clone(), text)));
+            options.push((
+                CandidateKind::WrongPlace,
+                FileEdits::new().write(bug.file.clone(), text),
+            ));
         }
     }
     if options.is_empty() {
         options.push((CandidateKind::Gold, fix.clone()));
     }
-    let (kind, candidate) = options.swap_remove(if options[0].0 == CandidateKind::Gold { 0 } else { (rng.next_u64() % options.len() as u64) as usize });
+    let (kind, candidate) = options.swap_remove(if options[0].0 == CandidateKind::Gold {
+        0
+    } else {
+        (rng.next_u64() % options.len() as u64) as usize
+    });
     // The label is what the hidden tests say about the buggy code with the candidate applied.
     let buggy = FileEdits::new().write(bug.file.clone(), bug.buggy.clone());
     let ids: Vec<String> = bug.fail_to_pass.iter().chain(p2p).cloned().collect();
-    let failing = ctx.grader.failing_tests(&state.snapshot.id, &buggy.then(&candidate), &ids).await?;
+    let failing = ctx
+        .grader
+        .failing_tests(&state.snapshot.id, &buggy.then(&candidate), &ids)
+        .await?;
     let label = failing.is_empty();
     let base = |path: &str| {
         if path == bug.file {
@@ -343,15 +462,24 @@ async fn review(ctx: &Context<'_>, bug: &Bug, hide: &FileEdits, issue: &str, p2p
         }
     };
     let candidate_patch = candidate.to_unified_diff(base);
-    let mut inst = instance(state, bug, Skill::Review, hide.clone(), Task::Review {
-        issue: issue.to_string(),
-        candidate_patch,
-        candidate_kind: kind,
-        label,
-        fail_to_pass: bug.fail_to_pass.clone(),
-        pass_to_pass: p2p.to_vec(),
-    });
-    inst.extra.insert("label_failing_tests".into(), serde_json::json!(failing.len()));
+    let mut inst = instance(
+        state,
+        bug,
+        Skill::Review,
+        hide.clone(),
+        Task::Review {
+            issue: issue.to_string(),
+            candidate_patch,
+            candidate_kind: kind,
+            label,
+            fail_to_pass: bug.fail_to_pass.clone(),
+            pass_to_pass: p2p.to_vec(),
+        },
+    );
+    inst.extra.insert(
+        "label_failing_tests".into(),
+        serde_json::json!(failing.len()),
+    );
     Ok(Some(inst))
 }
 
@@ -369,14 +497,22 @@ pub fn test_generation(state: &ProjectState, bugs: &[&Bug]) -> Option<Instance> 
     // The test file that kills the most mutants.
     let mut kills: BTreeMap<String, Vec<&Bug>> = BTreeMap::new();
     for bug in bugs {
-        let files: BTreeSet<String> = bug.fail_to_pass.iter().filter_map(|id| test_file(spec, id)).collect();
+        let files: BTreeSet<String> = bug
+            .fail_to_pass
+            .iter()
+            .filter_map(|id| test_file(spec, id))
+            .collect();
         for file in files {
             kills.entry(file).or_default().push(bug);
         }
     }
-    let (gold_file, killed) = kills.into_iter().max_by_key(|(file, b)| (b.len(), std::cmp::Reverse(file.clone())))?;
+    let (gold_file, killed) = kills
+        .into_iter()
+        .max_by_key(|(file, b)| (b.len(), std::cmp::Reverse(file.clone())))?;
     let gold_test = state.read_pristine(&gold_file)?;
-    let dir = gold_file.rsplit_once('/').map_or(String::new(), |(d, _)| format!("{d}/"));
+    let dir = gold_file
+        .rsplit_once('/')
+        .map_or(String::new(), |(d, _)| format!("{d}/"));
     let short = function_name.replace('.', "_").to_lowercase();
     let grade_path = format!("{dir}test_atomskill_{short}.py");
     let mutants: Vec<Mutant> = killed
@@ -394,20 +530,33 @@ pub fn test_generation(state: &ProjectState, bugs: &[&Bug]) -> Option<Instance> 
     }
     let module = module_path(spec, &first.file);
     let name = function_name.split('.').next().unwrap_or(&function_name);
-    let mut inst = instance(state, first, Skill::TestGeneration, setup, Task::TestGeneration {
-        target: TargetFunction {
-            file: first.file.clone(),
-            qualname: function_name.clone(),
-            signature: function.signature.clone(),
-            docstring: function.docstring.clone(),
-            line: function.start_line,
-            import_hint: format!("from {module} import {name}"),
+    let mut inst = instance(
+        state,
+        first,
+        Skill::TestGeneration,
+        setup,
+        Task::TestGeneration {
+            target: TargetFunction {
+                file: first.file.clone(),
+                qualname: function_name.clone(),
+                signature: function.signature.clone(),
+                docstring: function.docstring.clone(),
+                line: function.start_line,
+                import_hint: format!("from {module} import {name}"),
+            },
+            grade_path,
+            mutants,
+            gold_test,
         },
-        grade_path,
-        mutants,
-        gold_test,
-    });
-    inst.instance_id = format!("{}-{}.{}.{}", spec.name, spec.version, short, Skill::TestGeneration.name());
-    inst.extra.insert("gold_test_file".into(), serde_json::json!(gold_file));
+    );
+    inst.instance_id = format!(
+        "{}-{}.{}.{}",
+        spec.name,
+        spec.version,
+        short,
+        Skill::TestGeneration.name()
+    );
+    inst.extra
+        .insert("gold_test_file".into(), serde_json::json!(gold_file));
     Some(inst)
 }

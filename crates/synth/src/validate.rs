@@ -20,13 +20,17 @@ pub fn gold_answer(instance: &Instance) -> Answer {
         },
         Task::TestGeneration { gold_test, .. } => Answer {
             submission: json!({ "path": "test_generated.py" }),
-            files: instance.setup.then(&FileEdits::new().write("test_generated.py", gold_test.clone())),
+            files: instance
+                .setup
+                .then(&FileEdits::new().write("test_generated.py", gold_test.clone())),
         },
         Task::Reproduction { gold_script, .. } => {
             let path = crate::skills::reproduction_path(instance.project.ecosystem);
             Answer {
                 submission: json!({ "path": path }),
-                files: instance.setup.then(&FileEdits::new().write(path, gold_script.clone())),
+                files: instance
+                    .setup
+                    .then(&FileEdits::new().write(path, gold_script.clone())),
             }
         }
         Task::Review { label, .. } => Answer {

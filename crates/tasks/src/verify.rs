@@ -227,12 +227,19 @@ impl Grader {
 
     /// Runs `ids` on the pristine snapshot of `snapshot_id` with `edits` applied; returns the
     /// ids that did not pass.
-    pub async fn failing_tests(&self, snapshot_id: &str, edits: &FileEdits, ids: &[String]) -> Result<Vec<String>> {
+    pub async fn failing_tests(
+        &self,
+        snapshot_id: &str,
+        edits: &FileEdits,
+        ids: &[String],
+    ) -> Result<Vec<String>> {
         let project = self
             .projects
             .get(snapshot_id)
             .ok_or_else(|| Error::UnknownProject(snapshot_id.to_string()))?;
-        let run = self.run_tests(project, edits, &Selection::Ids(ids.to_vec())).await?;
+        let run = self
+            .run_tests(project, edits, &Selection::Ids(ids.to_vec()))
+            .await?;
         Ok(run.not_passed(ids))
     }
 
@@ -489,7 +496,10 @@ impl Grader {
 fn file_passes(run: &TestRun) -> bool {
     run.consistent
         && run.statuses.values().any(|s| s.is_pass())
-        && !run.statuses.values().any(|s| matches!(s, TestStatus::Failed | TestStatus::Error))
+        && !run
+            .statuses
+            .values()
+            .any(|s| matches!(s, TestStatus::Failed | TestStatus::Error))
 }
 
 pub fn grade_localization(gold: &[String], submission: &serde_json::Value) -> Verdict {

@@ -68,7 +68,9 @@ pub fn node_id(file: Option<&str>, classname: &str, name: &str) -> String {
         // (a test class imported into a second test module): the classname names the module
         // that collected it. Its module part ends before the first capitalised component.
         let parts: Vec<&str> = classname.split('.').collect();
-        let first_class = parts.iter().position(|p| p.starts_with(|c: char| c.is_ascii_uppercase()));
+        let first_class = parts
+            .iter()
+            .position(|p| p.starts_with(|c: char| c.is_ascii_uppercase()));
         match first_class {
             Some(i) if i > 0 => {
                 let module_part = parts[..i].join(".");
@@ -76,7 +78,11 @@ pub fn node_id(file: Option<&str>, classname: &str, name: &str) -> String {
                     // Same module, rooted elsewhere (a test directory that is not a package).
                     Some(&classname[module_part.len() + 1..])
                 } else {
-                    return format!("{}.py::{}::{name}", parts[..i].join("/"), parts[i..].join("::"));
+                    return format!(
+                        "{}.py::{}::{name}",
+                        parts[..i].join("/"),
+                        parts[i..].join("::")
+                    );
                 }
             }
             _ => None,
