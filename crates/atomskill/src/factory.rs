@@ -320,3 +320,124 @@ pub async fn synth(
     println!("{}", serde_json::to_string_pretty(&run.instances)?);
     Ok(std::process::ExitCode::SUCCESS)
 }
+
+#[derive(Args)]
+pub struct Decontam {
+    /// Training instances (a directory of <skill>.jsonl files).
+    #[arg(long)]
+    pub train: PathBuf,
+    /// Evaluation instances.
+    #[arg(long)]
+    pub eval: PathBuf,
+    /// Where the kept training instances and report.json go.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Word n-gram length for near-duplicate texts.
+    #[arg(long, default_value_t = 8)]
+    pub ngram: usize,
+    /// Share of n-grams in common above which a text is a near duplicate.
+    #[arg(long, default_value_t = 0.5)]
+    pub threshold: f64,
+}
+
+pub fn decontam(args: Decontam) -> Result<std::process::ExitCode> {
+    let train = tasks::store::read_dir(&args.train)?;
+    let eval = tasks::store::read_dir(&args.eval)?;
+    let total = train.len();
+    let (kept, report) = tasks::decontam::decontaminate(train, &eval, args.ngram, args.threshold);
+    tasks::store::write_dir(&args.out, &kept)?;
+    std::fs::write(
+        args.out.join("report.json"),
+        serde_json::to_vec_pretty(&report)?,
+    )?;
+    println!(
+        "kept {} of {total} training instances; dropped {} (report.json says why)",
+        kept.len(),
+        report.dropped.len()
+    );
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+#[derive(Subcommand)]
+pub enum SweBenchCommand {
+    /// Write the bug-fixing instances of a directory as SWE-bench JSONL.
+    Export {
+        #[arg(long)]
+        tasks: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Read SWE-bench JSONL whose base_commit names a local snapshot into bug_fixing.jsonl.
+    Import {
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+pub fn swebench(store_root: &Path, command: SweBenchCommand) -> Result<std::process::ExitCode> {
+    let read = |snapshot: &str, path: &str| {
+        std::fs::read_to_string(store_root.join(snapshot).join(path)).ok()
+    };
+    match command {
+        SweBenchCommand::Export { tasks, out } => {
+            let mut lines = Vec::new();
+            for instance in tasks::store::read_dir(&tasks)? {
+                let snapshot = instance.project.snapshot.clone();
+                if !store_root.join(&snapshot).is_dir() {
+                    bail!(
+                        "{}: snapshot {snapshot} is not in {}",
+                        instance.instance_id,
+                        store_root.display()
+                    );
+                }
+                if let Some(record) = tasks::swebench::export(&instance, &|p| read(&snapshot, p)) {
+                    lines.push(serde_json::to_string(&record)?);
+                }
+            }
+            std::fs::write(&out, lines.join("\n") + "\n")?;
+            println!("wrote {} records to {}", lines.len(), out.display());
+        }
+        SweBenchCommand::Import { input, out } => {
+            let text = std::fs::read_to_string(&input)
+                .with_context(|| format!("reading {}", input.display()))?;
+            let mut instances = Vec::new();
+            for (index, line) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+            {
+                let record: tasks::swebench::SweBenchRecord = serde_json::from_str(line)
+                    .with_context(|| {
+                        format!("{}:{}: not a SWE-bench record", input.display(), index + 1)
+                    })?;
+                if !store_root.join(&record.base_commit).is_dir() {
+                    bail!(
+                        "{}:{}: base_commit {} is not a local snapshot (fetch the project first)",
+                        input.display(),
+                        index + 1,
+                        record.base_commit
+                    );
+                }
+                let ecosystem = if record.fail_to_pass.iter().any(|t| t.contains(".py")) {
+                    corpus::Ecosystem::Pypi
+                } else {
+                    corpus::Ecosystem::Crates
+                };
+                let snapshot = record.base_commit.clone();
+                instances.push(
+                    tasks::swebench::import(&record, ecosystem, &|p| read(&snapshot, p))
+                        .with_context(|| format!("{}:{}", input.display(), index + 1))?,
+                );
+            }
+            tasks::store::write_dir(&out, &instances)?;
+            println!(
+                "imported {} instances into {}",
+                instances.len(),
+                out.join("bug_fixing.jsonl").display()
+            );
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}

@@ -37,8 +37,11 @@ enum Command {
     Corpus(factory::CorpusCommand),
     /// Synthesize verified task instances of the five skills and bug fixing.
     Synth(factory::Synth),
-    /// Drop training instances that overlap the evaluation set (issue 3).
-    Decontam(Planned),
+    /// Drop training instances that overlap the evaluation set.
+    Decontam(factory::Decontam),
+    /// Export or import bug-fixing instances as SWE-bench JSONL.
+    #[command(subcommand)]
+    Swebench(factory::SweBenchCommand),
     /// Evaluate a policy: Avg@k and pass@k per skill (issue 4).
     Eval(Planned),
     /// Create and inspect models (issue 5).
@@ -257,7 +260,15 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let (sandbox, store) = factory_sandbox(&home)?;
             factory::synth(&home, sandbox, store, args).await
         }
-        Command::Decontam(_) => planned("decontam", 3),
+        Command::Decontam(args) => factory::decontam(args),
+        Command::Swebench(command) => {
+            // SAFETY: geteuid has no preconditions.
+            let root = unsafe { libc::geteuid() } == 0;
+            factory::swebench(
+                &home.join(if root { "snapshots" } else { "snapshots-own" }),
+                command,
+            )
+        }
         Command::Eval(_) => planned("eval", 4),
         Command::Model(_) => planned("model", 5),
         Command::Serve(_) => planned("serve", 5),

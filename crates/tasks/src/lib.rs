@@ -4,9 +4,12 @@
 //! The verifiers never trust the agent's workspace: they grade data captured from it in fresh
 //! episodes of the pristine snapshot.
 
+pub mod decontam;
 pub mod error;
 pub mod instance;
 pub mod patch;
+pub mod store;
+pub mod swebench;
 pub mod verify;
 
 pub use crate::error::{Error, Result};

@@ -1,0 +1,93 @@
+//! Instance files: one JSONL file per skill in a directory. Reading names the file and line of
+//! anything malformed; writing appends whole lines.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::instance::{Instance, Skill, SCHEMA_VERSION};
+
+/// Reads every instance of a JSONL file. A malformed line is an error naming it, except a torn
+/// last line without its newline (a crash mid-write), which is skipped with a warning.
+pub fn read_jsonl(path: &Path) -> Result<Vec<Instance>> {
+    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let complete = text.ends_with('\n');
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    for (index, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Instance>(line) {
+            Ok(instance) if instance.schema_version == SCHEMA_VERSION => out.push(instance),
+            Ok(instance) => {
+                return Err(Error::Format {
+                    path: path.display().to_string(),
+                    line: index + 1,
+                    message: format!(
+                        "schema_version {} is not supported (this build reads {SCHEMA_VERSION})",
+                        instance.schema_version
+                    ),
+                })
+            }
+            Err(_) if index + 1 == lines.len() && !complete => {
+                tracing::warn!(path = %path.display(), line = index + 1, "skipping a torn last line");
+            }
+            Err(error) => {
+                return Err(Error::Format {
+                    path: path.display().to_string(),
+                    line: index + 1,
+                    message: error.to_string(),
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every instance in a directory of `<skill>.jsonl` files (or one file), in skill order.
+pub fn read_dir(path: &Path) -> Result<Vec<Instance>> {
+    if path.is_file() {
+        return read_jsonl(path);
+    }
+    let mut out = Vec::new();
+    for skill in Skill::ALL {
+        let file = path.join(format!("{}.jsonl", skill.name()));
+        if file.exists() {
+            out.extend(read_jsonl(&file)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Writes instances grouped by skill as `<skill>.jsonl` in `dir` (replacing those files).
+pub fn write_dir(dir: &Path, instances: &[Instance]) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    for skill in Skill::ALL {
+        let lines: Vec<String> = instances
+            .iter()
+            .filter(|i| i.skill() == skill)
+            .map(|i| serde_json::to_string(i).expect("instances serialise"))
+            .collect();
+        let file = dir.join(format!("{}.jsonl", skill.name()));
+        if lines.is_empty() {
+            let _ = std::fs::remove_file(&file);
+            continue;
+        }
+        let tmp = file.with_extension("tmp");
+        std::fs::write(&tmp, lines.join("\n") + "\n").map_err(|source| Error::Io {
+            path: tmp.clone(),
+            source,
+        })?;
+        std::fs::rename(&tmp, &file).map_err(|source| Error::Io {
+            path: file.clone(),
+            source,
+        })?;
+    }
+    Ok(())
+}
