@@ -27,8 +27,8 @@ pub struct ManifestArg {
     /// The corpus manifest [default: the embedded corpus/default.toml].
     #[arg(long)]
     pub manifest: Option<PathBuf>,
-    /// Only these projects (names).
-    #[arg(long)]
+    /// Only these projects (names, comma-separated or repeated).
+    #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
 }
 
@@ -52,8 +52,8 @@ pub struct Synth {
     /// One project by name and version, e.g. `pypi:toolz==1.2.0` (test layout detected).
     #[arg(long)]
     pub repo: Option<String>,
-    /// Only these projects of the manifest (names).
-    #[arg(long)]
+    /// Only these projects of the manifest (names, comma-separated or repeated).
+    #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     #[arg(long)]
     pub out: PathBuf,
