@@ -193,9 +193,11 @@ impl<'a> Checker<'a> {
             .root_node()
             .descendant_for_byte_range(start, start);
         while let Some(candidate) = node {
-            let is_statement = candidate
-                .parent()
-                .is_some_and(|parent| statement_parents.contains(&parent.kind()));
+            // A `match` block holds `case` clauses, which cannot stand alone.
+            let is_statement = candidate.kind() != "case_clause"
+                && candidate
+                    .parent()
+                    .is_some_and(|parent| statement_parents.contains(&parent.kind()));
             if is_statement
                 && candidate.start_byte() <= start
                 && end <= (line_end(src, candidate.end_byte()) + 1).min(src.len())
@@ -293,7 +295,6 @@ pub(crate) fn code_children(node: Node) -> Vec<Node> {
 pub(crate) fn children_with_fields<'t>(node: Node<'t>) -> Vec<(Option<&'t str>, Node<'t>)> {
     (0..node.child_count())
         .filter_map(|index| {
-            let index = index as u32;
             node.child(index)
                 .map(|child| (node.field_name_for_child(index), child))
         })

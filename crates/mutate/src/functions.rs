@@ -91,7 +91,7 @@ fn python(node: Node, src: &str, scope: &str, out: &mut Vec<Function>) {
                     .into_iter()
                     .filter(|(_, part)| part.kind() == ":" && part.end_byte() <= body.start_byte())
                     .map(|(_, part)| part.end_byte())
-                    .last()
+                    .next_back()
                     .unwrap_or(body.start_byte());
                 let mut function = function(src, child, name, qualname.clone(), colon);
                 function.docstring = python_docstring(src, body);

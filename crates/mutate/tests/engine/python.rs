@@ -651,3 +651,54 @@ fn only_function_bodies_are_mutated() {
         &[13, 14, 20],
     );
 }
+
+#[test]
+fn match_statements() {
+    // `case` clauses are never swapped (`case _:` first would not compile); their guards and
+    // bodies mutate.
+    let source = r#"
+        def f(command):
+            match command:
+                case str() if command != "stop":
+                    return 1
+                case _:
+                    return 0
+        "#;
+    check(Python, source, ShuffleStatements, &[]);
+    check(
+        Python,
+        source,
+        FlipComparison,
+        &[r#"
+            def f(command):
+                match command:
+                    case str() if command == "stop":
+                        return 1
+                    case _:
+                        return 0
+            "#],
+    );
+    check(
+        Python,
+        source,
+        RemoveReturn,
+        &[
+            r#"
+            def f(command):
+                match command:
+                    case str() if command != "stop":
+                        pass
+                    case _:
+                        return 0
+            "#,
+            r#"
+            def f(command):
+                match command:
+                    case str() if command != "stop":
+                        return 1
+                    case _:
+                        pass
+            "#,
+        ],
+    );
+}

@@ -85,7 +85,15 @@ fn own_rust_sources_mutants_parse() {
     let files = [
         ("lib.rs", include_str!("../../src/lib.rs")),
         ("common.rs", include_str!("../../src/common.rs")),
-        ("python.rs", include_str!("../../src/python.rs")),
+        ("python/mod.rs", include_str!("../../src/python/mod.rs")),
+        (
+            "python/expressions.rs",
+            include_str!("../../src/python/expressions.rs"),
+        ),
+        (
+            "python/statements.rs",
+            include_str!("../../src/python/statements.rs"),
+        ),
         ("rust.rs", include_str!("../../src/rust.rs")),
         ("sample.rs", include_str!("../../src/sample.rs")),
         ("functions.rs", include_str!("../../src/functions.rs")),

@@ -1,125 +1,12 @@
-//! Candidate mutations of Python source (tree-sitter-python), one generator per node kind.
-//!
-//! Only code inside function bodies is mutated. Never touched: docstrings and other bare string
-//! statements, comments, type annotations, parameters and defaults, decorators, imports, `global`,
-//! `__all__`, `assert` statements and the `if __name__ == "__main__":` block. The generators only
-//! propose text; re-parsing and deduplication happen in `lib.rs`.
+//! Python generators that rewrite one expression: operator flips, constants, operand swaps,
+//! unwrapped calls and off-by-one moves, with the precedence rules that keep their meaning.
 
-use tree_sitter::{Node, Tree};
+use tree_sitter::Node;
 
-use crate::common::{
-    children_with_fields, code_children, indentation, looks_like_index, shift_integer, shorten,
-    whole_lines, RawEdit, Sink,
-};
+use crate::common::{children_with_fields, code_children, looks_like_index, shift_integer, Sink};
 use crate::Operator;
 
-pub(crate) fn candidates(tree: &Tree, src: &str) -> Vec<RawEdit> {
-    let mut sink = Sink::new(src);
-    walk(&mut sink, tree.root_node(), false);
-    sink.edits
-}
-
-fn walk(sink: &mut Sink, node: Node, in_body: bool) {
-    if excluded(sink, node) {
-        return;
-    }
-    if in_body {
-        mutate(sink, node);
-    }
-    for (field, child) in children_with_fields(node) {
-        let child_in_body = match (node.kind(), field) {
-            ("function_definition", Some("body")) => true,
-            // Signatures, lambda parameters and class bases are interface, not behaviour.
-            ("function_definition", _) | ("lambda", Some("parameters")) => continue,
-            ("class_definition", Some("superclasses")) => continue,
-            _ => in_body,
-        };
-        walk(sink, child, child_in_body);
-    }
-}
-
-/// Subtrees never mutated, wherever they are.
-fn excluded(sink: &Sink, node: Node) -> bool {
-    match node.kind() {
-        "comment"
-        | "decorator"
-        | "type"
-        | "assert_statement"
-        | "import_statement"
-        | "import_from_statement"
-        | "future_import_statement"
-        | "global_statement"
-        | "nonlocal_statement"
-        | "type_alias_statement" => true,
-        "expression_statement" => is_bare_string(node),
-        "assignment" => node
-            .child_by_field_name("left")
-            .is_some_and(|left| sink.text(left) == "__all__"),
-        "if_statement" => node
-            .child_by_field_name("condition")
-            .is_some_and(|condition| is_main_guard(sink.text(condition))),
-        _ => false,
-    }
-}
-
-/// A statement that is only a string: a docstring, or a string used as a comment.
-fn is_bare_string(statement: Node) -> bool {
-    let children = code_children(statement);
-    children.len() == 1 && matches!(children[0].kind(), "string" | "concatenated_string")
-}
-
-fn is_main_guard(condition: &str) -> bool {
-    let normalized: String = condition.split_whitespace().collect::<Vec<_>>().join(" ");
-    [
-        "__name__ == \"__main__\"",
-        "__name__ == '__main__'",
-        "\"__main__\" == __name__",
-        "'__main__' == __name__",
-    ]
-    .contains(&normalized.as_str())
-}
-
-fn mutate(sink: &mut Sink, node: Node) {
-    match node.kind() {
-        "comparison_operator" => flip_comparison(sink, node),
-        "binary_operator" => {
-            flip_arithmetic(sink, node);
-            swap_operands(sink, node);
-        }
-        "augmented_assignment" => flip_augmented(sink, node),
-        "boolean_operator" => flip_boolean(sink, node),
-        "integer" => change_integer(sink, node),
-        "true" => sink.replace(Operator::ChangeConstant, node, "False"),
-        "false" => sink.replace(Operator::ChangeConstant, node, "True"),
-        "string" => empty_string(sink, node),
-        "if_statement" => {
-            invert_condition(sink, node);
-            remove_if(sink, node);
-        }
-        "elif_clause" => invert_condition(sink, node),
-        "conditional_expression" => conditional_expression(sink, node),
-        "for_statement" | "while_statement" => {
-            let header = sink.text(node).lines().next().unwrap_or("");
-            let description = format!("remove the loop `{}`", shorten(header));
-            remove_statement(sink, Operator::RemoveLoop, node, description);
-        }
-        "expression_statement" => remove_assignment(sink, node),
-        "call" => {
-            unwrap_call(sink, node);
-            range_off_by_one(sink, node);
-        }
-        "with_statement" | "try_statement" => unwrap_block(sink, node),
-        "return_statement" => {
-            let description = format!("remove `{}`", shorten(sink.text(node)));
-            remove_statement(sink, Operator::RemoveReturn, node, description);
-        }
-        "subscript" => subscript_off_by_one(sink, node),
-        "block" => shuffle_statements(sink, node),
-        _ => {}
-    }
-}
-
-fn flip_comparison(sink: &mut Sink, node: Node) {
+pub(super) fn flip_comparison(sink: &mut Sink, node: Node) {
     let mut cursor = node.walk();
     let operators: Vec<Node> = node
         .children_by_field_name("operators", &mut cursor)
@@ -145,12 +32,12 @@ fn flip_comparison(sink: &mut Sink, node: Node) {
     }
 }
 
-fn is_string(node: Node) -> bool {
+pub(super) fn is_string(node: Node) -> bool {
     matches!(node.kind(), "string" | "concatenated_string")
 }
 
 /// A string literal, or arithmetic that builds one (`"-" * n`, `"%d" % x`, `"a" + b`).
-fn is_text(sink: &Sink, node: Node) -> bool {
+pub(super) fn is_text(sink: &Sink, node: Node) -> bool {
     if is_string(node) {
         return true;
     }
@@ -169,7 +56,7 @@ fn is_text(sink: &Sink, node: Node) -> bool {
         && (is_text(sink, left) || is_text(sink, right))
 }
 
-fn flip_arithmetic(sink: &mut Sink, node: Node) {
+pub(super) fn flip_arithmetic(sink: &mut Sink, node: Node) {
     let (Some(left), Some(operator), Some(right)) = (
         node.child_by_field_name("left"),
         node.child_by_field_name("operator"),
@@ -201,7 +88,7 @@ fn flip_arithmetic(sink: &mut Sink, node: Node) {
     }
 }
 
-fn flip_augmented(sink: &mut Sink, node: Node) {
+pub(super) fn flip_augmented(sink: &mut Sink, node: Node) {
     let (Some(operator), Some(right)) = (
         node.child_by_field_name("operator"),
         node.child_by_field_name("right"),
@@ -229,7 +116,7 @@ fn flip_augmented(sink: &mut Sink, node: Node) {
     }
 }
 
-fn flip_boolean(sink: &mut Sink, node: Node) {
+pub(super) fn flip_boolean(sink: &mut Sink, node: Node) {
     let Some(operator) = node.child_by_field_name("operator") else {
         return;
     };
@@ -242,7 +129,7 @@ fn flip_boolean(sink: &mut Sink, node: Node) {
 }
 
 /// Expressions that bind tighter than any binary operator, so they never need parentheses.
-fn is_atom(node: Node) -> bool {
+pub(super) fn is_atom(node: Node) -> bool {
     matches!(
         node.kind(),
         "identifier"
@@ -300,7 +187,7 @@ fn precedence(sink: &Sink, node: Node) -> u8 {
     }
 }
 
-fn swap_operands(sink: &mut Sink, node: Node) {
+pub(super) fn swap_operands(sink: &mut Sink, node: Node) {
     let (Some(left), Some(operator), Some(right)) = (
         node.child_by_field_name("left"),
         node.child_by_field_name("operator"),
@@ -362,7 +249,7 @@ fn is_range_call(sink: &Sink, call: Node) -> bool {
             .is_some_and(|function| sink.text(function) == "range")
 }
 
-fn change_integer(sink: &mut Sink, node: Node) {
+pub(super) fn change_integer(sink: &mut Sink, node: Node) {
     if is_off_by_one_site(sink, node) {
         return;
     }
@@ -376,7 +263,7 @@ fn change_integer(sink: &mut Sink, node: Node) {
 /// A short plain string literal becomes empty. Long strings are usually messages, and only tests
 /// that match messages would notice; f-strings, docstrings, dictionary keys and subscripts are
 /// left alone.
-fn empty_string(sink: &mut Sink, node: Node) {
+pub(super) fn empty_string(sink: &mut Sink, node: Node) {
     let children = code_children(node);
     let (Some(start), Some(end)) = (children.first(), children.last()) else {
         return;
@@ -420,7 +307,7 @@ fn has_ancestor(node: Node, kind: &str) -> bool {
     false
 }
 
-fn negated(sink: &Sink, condition: Node) -> String {
+pub(super) fn negated(sink: &Sink, condition: Node) -> String {
     if condition.kind() == "not_operator" {
         if let Some(argument) = condition.child_by_field_name("argument") {
             return sink.text(argument).to_string();
@@ -433,104 +320,8 @@ fn negated(sink: &Sink, condition: Node) -> String {
     }
 }
 
-/// `if c:` / `elif c:` -> `not c`.
-fn invert_condition(sink: &mut Sink, node: Node) {
-    let Some(condition) = node.child_by_field_name("condition") else {
-        return;
-    };
-    let replacement = negated(sink, condition);
-    sink.push(
-        Operator::InvertCondition,
-        condition.start_byte(),
-        condition.end_byte(),
-        replacement,
-        format!("negate the condition `{}`", shorten(sink.text(condition))),
-    );
-}
-
-/// Drop the whole `if` statement, and separately each `elif`/`else` branch.
-fn remove_if(sink: &mut Sink, node: Node) {
-    let header = sink.text(node).lines().next().unwrap_or("");
-    let description = format!("remove the `{}` statement", shorten(header));
-    remove_statement(sink, Operator::RemoveCondition, node, description);
-
-    let mut previous_end = node
-        .child_by_field_name("consequence")
-        .map(|block| block.end_byte());
-    for (field, child) in children_with_fields(node) {
-        if field != Some("alternative") {
-            continue;
-        }
-        if let Some(start) = previous_end {
-            let branch = sink.text(child).lines().next().unwrap_or("");
-            sink.push(
-                Operator::RemoveCondition,
-                start,
-                child.end_byte(),
-                "",
-                format!("remove the `{}` branch", shorten(branch)),
-            );
-        }
-        previous_end = Some(child.end_byte());
-    }
-}
-
-/// `a if c else b`: negate `c`, or keep only `a` or only `b`.
-fn conditional_expression(sink: &mut Sink, node: Node) {
-    let parts = code_children(node);
-    let [consequence, condition, alternative] = parts[..] else {
-        return;
-    };
-    let replacement = negated(sink, condition);
-    sink.push(
-        Operator::InvertCondition,
-        condition.start_byte(),
-        condition.end_byte(),
-        replacement,
-        format!("negate the condition `{}`", shorten(sink.text(condition))),
-    );
-    for kept in [consequence, alternative] {
-        sink.replace(Operator::RemoveCondition, node, sink.text(kept));
-    }
-}
-
-/// Delete a statement with its lines; a block's only statement becomes `pass`.
-fn remove_statement(sink: &mut Sink, operator: Operator, statement: Node, description: String) {
-    let Some(parent) = statement.parent() else {
-        return;
-    };
-    if code_children(parent).len() == 1 {
-        sink.push(
-            operator,
-            statement.start_byte(),
-            statement.end_byte(),
-            "pass",
-            description,
-        );
-    } else if let Some((start, end)) = whole_lines(sink.src, statement, "#") {
-        sink.push(operator, start, end, "", description);
-    }
-}
-
-fn remove_assignment(sink: &mut Sink, statement: Node) {
-    let children = code_children(statement);
-    let [expression] = children[..] else {
-        return;
-    };
-    let is_assignment = match expression.kind() {
-        "augmented_assignment" => true,
-        // A bare annotation (`x: int`) assigns nothing.
-        "assignment" => expression.child_by_field_name("right").is_some(),
-        _ => false,
-    };
-    if is_assignment {
-        let description = format!("remove `{}`", shorten(sink.text(statement)));
-        remove_statement(sink, Operator::RemoveAssignment, statement, description);
-    }
-}
-
 /// `f(x)` -> `x` when `f` is a plain name called with one positional argument.
-fn unwrap_call(sink: &mut Sink, call: Node) {
+pub(super) fn unwrap_call(sink: &mut Sink, call: Node) {
     let (Some(function), Some(arguments)) = (
         call.child_by_field_name("function"),
         call.child_by_field_name("arguments"),
@@ -554,61 +345,6 @@ fn unwrap_call(sink: &mut Sink, call: Node) {
     }
     let replacement = parenthesized(sink, argument);
     sink.replace(Operator::RemoveWrapper, call, replacement);
-}
-
-/// A `with` or `try` statement replaced by its body, dedented to the statement's level.
-fn unwrap_block(sink: &mut Sink, statement: Node) {
-    let Some(body) = statement.child_by_field_name("body") else {
-        return;
-    };
-    let Some(replacement) = dedented_body(sink, statement, body) else {
-        return;
-    };
-    let header = sink.text(statement).lines().next().unwrap_or("");
-    let description = if statement.kind() == "try_statement" {
-        "remove the `try` wrapper and its handlers, keeping its body".to_string()
-    } else {
-        format!("remove the `{}` wrapper, keeping its body", shorten(header))
-    };
-    sink.push(
-        Operator::RemoveWrapper,
-        statement.start_byte(),
-        statement.end_byte(),
-        replacement,
-        description,
-    );
-}
-
-fn dedented_body(sink: &Sink, statement: Node, body: Node) -> Option<String> {
-    if has_multiline_string(body) {
-        return None;
-    }
-    let body_text = sink.text(body);
-    if body.start_position().row == statement.start_position().row {
-        return (!body_text.contains('\n')).then(|| body_text.to_string());
-    }
-    let outer = indentation(sink.src, statement.start_byte())?;
-    let inner = indentation(sink.src, body.start_byte())?;
-    let mut lines = Vec::new();
-    for (index, line) in body_text.split('\n').enumerate() {
-        if index == 0 {
-            lines.push(line.to_string());
-        } else if line.trim().is_empty() {
-            lines.push(String::new());
-        } else {
-            lines.push(format!("{outer}{}", line.strip_prefix(inner)?));
-        }
-    }
-    Some(lines.join("\n"))
-}
-
-fn has_multiline_string(node: Node) -> bool {
-    if node.kind() == "string" && node.start_position().row != node.end_position().row {
-        return true;
-    }
-    let mut cursor = node.walk();
-    let children: Vec<Node> = node.children(&mut cursor).collect();
-    children.into_iter().any(has_multiline_string)
 }
 
 /// The expression moved by `delta`: `n` -> `n - 1`, `n - 1` -> `n`, `3` -> `4`, `-1` -> `-2`.
@@ -685,7 +421,7 @@ fn off_by_one(sink: &mut Sink, node: Node) {
 }
 
 /// `range(n)` -> `range(n ± 1)`; `range(a, b)` moves `a` and `b`.
-fn range_off_by_one(sink: &mut Sink, call: Node) {
+pub(super) fn range_off_by_one(sink: &mut Sink, call: Node) {
     let (Some(function), Some(arguments)) = (
         call.child_by_field_name("function"),
         call.child_by_field_name("arguments"),
@@ -716,7 +452,7 @@ fn range_off_by_one(sink: &mut Sink, call: Node) {
 
 /// Slice bounds ±1 (`x[a:b]` -> `x[a:b - 1]`), and an index ±1 when it is a number or has an
 /// index-like name.
-fn subscript_off_by_one(sink: &mut Sink, node: Node) {
+pub(super) fn subscript_off_by_one(sink: &mut Sink, node: Node) {
     let mut cursor = node.walk();
     let subscripts: Vec<Node> = node
         .children_by_field_name("subscript", &mut cursor)
@@ -765,50 +501,4 @@ fn is_numeric_offset(sink: &Sink, node: Node) -> bool {
         && node
             .child_by_field_name("right")
             .is_some_and(|right| right.kind() == "integer")
-}
-
-/// Statements never moved by a shuffle: control transfers (moving them is rarely a plausible
-/// bug), definitions, and everything excluded from mutation.
-fn shuffle_movable(sink: &Sink, statement: Node) -> bool {
-    !excluded(sink, statement)
-        && !matches!(
-            statement.kind(),
-            "return_statement"
-                | "raise_statement"
-                | "break_statement"
-                | "continue_statement"
-                | "pass_statement"
-                | "function_definition"
-                | "class_definition"
-                | "decorated_definition"
-        )
-}
-
-/// Swap two adjacent statements of a block, each on lines of its own.
-fn shuffle_statements(sink: &mut Sink, block: Node) {
-    let statements = code_children(block);
-    for pair in statements.windows(2) {
-        let (first, second) = (pair[0], pair[1]);
-        if !shuffle_movable(sink, first)
-            || !shuffle_movable(sink, second)
-            || sink.text(first) == sink.text(second)
-            || indentation(sink.src, first.start_byte()).is_none()
-            || indentation(sink.src, second.start_byte()).is_none()
-            || sink.src[first.end_byte()..second.start_byte()].contains(';')
-        {
-            continue;
-        }
-        let between = &sink.src[first.end_byte()..second.start_byte()];
-        sink.push(
-            Operator::ShuffleStatements,
-            first.start_byte(),
-            second.end_byte(),
-            format!("{}{between}{}", sink.text(second), sink.text(first)),
-            format!(
-                "swap `{}` and `{}`",
-                shorten(sink.text(first)),
-                shorten(sink.text(second))
-            ),
-        );
-    }
 }
