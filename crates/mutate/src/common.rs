@@ -188,11 +188,16 @@ impl<'a> Checker<'a> {
             Language::Python => &["block", "module"],
             Language::Rust => &["block", "source_file", "declaration_list"],
         };
-        let mut node = self.tree.root_node().descendant_for_byte_range(start, start);
+        let mut node = self
+            .tree
+            .root_node()
+            .descendant_for_byte_range(start, start);
         while let Some(candidate) = node {
-            let is_statement = candidate
-                .parent()
-                .is_some_and(|parent| statement_parents.contains(&parent.kind()));
+            // A `match` block holds `case` clauses, which cannot stand alone.
+            let is_statement = candidate.kind() != "case_clause"
+                && candidate
+                    .parent()
+                    .is_some_and(|parent| statement_parents.contains(&parent.kind()));
             if is_statement
                 && candidate.start_byte() <= start
                 && end <= (line_end(src, candidate.end_byte()) + 1).min(src.len())
@@ -231,8 +236,19 @@ impl<'a> Checker<'a> {
         let ok = !reparsed.root_node().has_error();
         if std::env::var_os("MUTATE_DEBUG").is_some() {
             let full = format!("{}{}{}", &src[..start], replacement, &src[end..]);
-            let full_ok = !self.parser.parse(&full, None).unwrap().root_node().has_error();
-            if full_ok != ok { eprintln!("MISMATCH {} unit_ok={ok} {:?}\n---\n{snippet}\n---", self.file, &src[start..end]); }
+            let full_ok = !self
+                .parser
+                .parse(&full, None)
+                .unwrap()
+                .root_node()
+                .has_error();
+            if full_ok != ok {
+                eprintln!(
+                    "MISMATCH {} unit_ok={ok} {:?}\n---\n{snippet}\n---",
+                    self.file,
+                    &src[start..end]
+                );
+            }
         }
         Ok(ok)
     }
@@ -264,10 +280,7 @@ pub(crate) fn whole_lines(src: &str, node: Node, comment: &str) -> Option<(usize
     if !(after.is_empty() || after.starts_with(comment)) {
         return None;
     }
-    Some((
-        line_start(src, node.start_byte()),
-        (end + 1).min(src.len()),
-    ))
+    Some((line_start(src, node.start_byte()), (end + 1).min(src.len())))
 }
 
 /// Named children that are not comments.
@@ -282,7 +295,6 @@ pub(crate) fn code_children(node: Node) -> Vec<Node> {
 pub(crate) fn children_with_fields<'t>(node: Node<'t>) -> Vec<(Option<&'t str>, Node<'t>)> {
     (0..node.child_count())
         .filter_map(|index| {
-            let index = index as u32;
             node.child(index)
                 .map(|child| (node.field_name_for_child(index), child))
         })
@@ -336,9 +348,11 @@ pub(crate) fn looks_like_index(name: &str) -> bool {
         "size", "length", "lo", "hi", "mid", "begin", "first", "last", "left", "right", "width",
     ];
     NAMES.contains(&name)
-        || ["_idx", "_index", "_pos", "_len", "_start", "_end", "_offset"]
-            .iter()
-            .any(|suffix| name.ends_with(suffix))
+        || [
+            "_idx", "_index", "_pos", "_len", "_start", "_end", "_offset",
+        ]
+        .iter()
+        .any(|suffix| name.ends_with(suffix))
 }
 
 #[cfg(test)]

@@ -24,8 +24,8 @@ pub struct Function {
     /// 1-based, inclusive.
     pub start_line: usize,
     pub end_line: usize,
-    /// The docstring with indentation cleaned as `inspect.cleandoc` does (Python), or the `///`
-    /// doc comment lines without their markers (Rust).
+    /// The docstring with indentation cleaned as `inspect.cleandoc` does (Python), or the doc
+    /// comment lines without their markers and first space (Rust, as rustdoc reads them).
     pub docstring: Option<String>,
     /// The definition up to its body: `def f(a, b=1) -> int:`, `pub fn f(&self) -> u32`.
     pub signature: String,
@@ -91,7 +91,7 @@ fn python(node: Node, src: &str, scope: &str, out: &mut Vec<Function>) {
                     .into_iter()
                     .filter(|(_, part)| part.kind() == ":" && part.end_byte() <= body.start_byte())
                     .map(|(_, part)| part.end_byte())
-                    .last()
+                    .next_back()
                     .unwrap_or(body.start_byte());
                 let mut function = function(src, child, name, qualname.clone(), colon);
                 function.docstring = python_docstring(src, body);
@@ -230,6 +230,11 @@ fn rust_docs(src: &str, item: Node) -> Option<String> {
         previous = node.prev_sibling();
     }
     lines.reverse();
-    let docs = cleandoc(&lines.join("\n"));
-    (!docs.is_empty()).then_some(docs)
+    while lines.last().is_some_and(|line| line.trim().is_empty()) {
+        lines.pop();
+    }
+    while lines.first().is_some_and(|line| line.trim().is_empty()) {
+        lines.remove(0);
+    }
+    (!lines.is_empty()).then(|| lines.join("\n"))
 }

@@ -185,7 +185,10 @@ impl FromStr for Operator {
             .find(|operator| operator.name() == name)
             .ok_or_else(|| {
                 let names: Vec<&str> = Operator::ALL.iter().map(|op| op.name()).collect();
-                format!("unknown mutation operator `{name}`; known: {}", names.join(", "))
+                format!(
+                    "unknown mutation operator `{name}`; known: {}",
+                    names.join(", ")
+                )
             })
     }
 }
@@ -324,7 +327,12 @@ pub fn candidates_with(
             && source.get(edit.start..edit.end) != Some(edit.replacement.as_str())
     });
     raw.sort_by(|a, b| {
-        (a.start, a.end, a.operator, &a.replacement).cmp(&(b.start, b.end, b.operator, &b.replacement))
+        (a.start, a.end, a.operator, &a.replacement).cmp(&(
+            b.start,
+            b.end,
+            b.operator,
+            &b.replacement,
+        ))
     });
     raw.dedup_by(|later, earlier| {
         (later.start, later.end, &later.replacement)

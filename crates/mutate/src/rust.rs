@@ -80,7 +80,10 @@ pub(crate) fn is_test_item(src: &str, node: Node) -> bool {
         match sibling.kind() {
             "attribute_item" => {
                 let attribute = &src[sibling.start_byte()..sibling.end_byte()];
-                let attribute = attribute.trim_start_matches("#[").trim_end_matches(']').trim();
+                let attribute = attribute
+                    .trim_start_matches("#[")
+                    .trim_end_matches(']')
+                    .trim();
                 let path = attribute.split('(').next().unwrap_or("").trim();
                 let last = path.rsplit("::").next().unwrap_or(path);
                 let words = || attribute.split(|c: char| !(c.is_alphanumeric() || c == '_'));
@@ -169,42 +172,67 @@ fn binary_expression(sink: &mut Sink, node: Node) {
     let non_commutative = matches!(sink.text(operator), "-" | "/" | "%" | "<<" | ">>");
     if non_commutative && sink.text(left) != sink.text(right) {
         let between = &sink.src[left.end_byte()..right.start_byte()];
+        // Left-associative: the operand moved right needs parentheses at equal precedence.
+        let own = precedence(sink, node);
         let replacement = format!(
             "{}{between}{}",
-            parenthesized(sink, right),
-            parenthesized(sink, left)
+            parenthesized(sink, right, own, false),
+            parenthesized(sink, left, own, true)
         );
         sink.replace(Operator::SwapOperands, node, replacement);
     }
 }
 
-/// Operands that bind tighter than any binary operator.
-fn parenthesized(sink: &Sink, node: Node) -> String {
-    let tight = matches!(
-        node.kind(),
+/// How tightly an expression binds (higher is tighter), to decide where parentheses go.
+fn precedence(sink: &Sink, node: Node) -> u8 {
+    match node.kind() {
+        "binary_expression" => {
+            node.child_by_field_name("operator")
+                .map_or(0, |operator| match sink.text(operator) {
+                    "||" => 1,
+                    "&&" => 2,
+                    "==" | "!=" | "<" | ">" | "<=" | ">=" => 3,
+                    "|" => 4,
+                    "^" => 5,
+                    "&" => 6,
+                    "<<" | ">>" => 7,
+                    "+" | "-" => 8,
+                    "*" | "/" | "%" => 9,
+                    _ => 0,
+                })
+        }
+        "type_cast_expression" => 10,
+        "unary_expression" | "reference_expression" => 11,
         "identifier"
-            | "self"
-            | "field_expression"
-            | "call_expression"
-            | "index_expression"
-            | "integer_literal"
-            | "float_literal"
-            | "parenthesized_expression"
-            | "unary_expression"
-            | "type_cast_expression"
-            | "reference_expression"
-            | "macro_invocation"
-            | "scoped_identifier"
-            | "try_expression"
-            | "await_expression"
-            | "generic_function"
-            | "tuple_expression"
-            | "array_expression"
-    );
-    if tight {
-        sink.text(node).to_string()
+        | "self"
+        | "field_expression"
+        | "call_expression"
+        | "index_expression"
+        | "integer_literal"
+        | "float_literal"
+        | "boolean_literal"
+        | "char_literal"
+        | "string_literal"
+        | "parenthesized_expression"
+        | "macro_invocation"
+        | "scoped_identifier"
+        | "try_expression"
+        | "await_expression"
+        | "generic_function"
+        | "tuple_expression"
+        | "array_expression" => 12,
+        _ => 0,
+    }
+}
+
+/// The operand's text, in parentheses when it binds less tightly than `than` (or as tightly,
+/// when `strict`).
+fn parenthesized(sink: &Sink, operand: Node, than: u8, strict: bool) -> String {
+    let inner = precedence(sink, operand);
+    if inner < than || (strict && inner == than) {
+        format!("({})", sink.text(operand))
     } else {
-        format!("({})", sink.text(node))
+        sink.text(operand).to_string()
     }
 }
 
@@ -264,10 +292,7 @@ fn invert_condition(sink: &mut Sink, node: Node) {
             };
             sink.text(operand).to_string()
         }
-        _ => {
-            let operand = parenthesized(sink, condition);
-            format!("!{operand}")
-        }
+        _ => format!("!{}", parenthesized(sink, condition, 11, false)),
     };
     sink.push(
         Operator::InvertCondition,
@@ -281,7 +306,10 @@ fn invert_condition(sink: &mut Sink, node: Node) {
 /// The `if` that heads an `else if` chain.
 fn chain_head(node: Node) -> Node {
     let mut head = node;
-    while let Some(parent) = head.parent().filter(|parent| parent.kind() == "else_clause") {
+    while let Some(parent) = head
+        .parent()
+        .filter(|parent| parent.kind() == "else_clause")
+    {
         match parent.parent() {
             Some(outer) if outer.kind() == "if_expression" => head = outer,
             _ => break,
@@ -299,10 +327,27 @@ fn remove_if(sink: &mut Sink, node: Node) {
     let Some(parent) = head.parent() else {
         return;
     };
-    let is_statement = parent.kind() == "expression_statement";
-    let is_unit_tail = parent.kind() == "block" && alternative.is_none() && head == node;
+    // A block's last expression without `;` is its value; an `if` there has type `()` only when
+    // it has no `else`.
+    let is_tail = match parent.kind() {
+        "expression_statement" => {
+            !sink.text(parent).ends_with(';')
+                && parent
+                    .parent()
+                    .is_some_and(|block| code_children(block).last() == Some(&parent))
+        }
+        "block" => true,
+        // Any other place (`let x = if ..`, an argument) uses the value.
+        _ => return,
+    };
+    let is_statement = parent.kind() == "expression_statement" && !is_tail;
+    let is_unit_tail = is_tail && alternative.is_none();
     if head == node && (is_statement || is_unit_tail) {
-        let statement = if is_statement { parent } else { node };
+        let statement = if parent.kind() == "expression_statement" {
+            parent
+        } else {
+            node
+        };
         remove(
             sink,
             Operator::RemoveCondition,
