@@ -112,6 +112,8 @@ struct SandboxRun {
 enum BenchCommand {
     /// Per-command overhead against direct spawn and plain `unshare`; episode set-up and teardown.
     Sandbox(bench::sandbox::Options),
+    /// The editing reward's cost against raw pytest on the same test ids.
+    Grading(bench::grading::Options),
 }
 
 fn home_dir(cli_home: Option<PathBuf>) -> PathBuf {
@@ -249,6 +251,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let sandbox = sandbox_from(&home, &defaults)?;
             let store = SnapshotStore::new(snapshot_dir(&home, &sandbox), sandbox.snapshot_owner());
             bench::sandbox::run(&options, &sandbox, &store).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Grading(options)) => {
+            let (sandbox, store) = factory_sandbox(&home)?;
+            let cases = factory::grading_cases(&home, &store, &options.tasks)?;
+            bench::grading::run(&options, sandbox, &cases).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Corpus(factory::CorpusCommand::List(args)) => factory::corpus_list(&home, args),
