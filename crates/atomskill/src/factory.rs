@@ -444,18 +444,37 @@ pub fn swebench(store_root: &Path, command: SweBenchCommand) -> Result<std::proc
 
 /// Editing instances of `tasks` with their prepared projects (from the corpus cache) and
 /// snapshots, for `bench grading`.
-pub fn grading_cases(home: &Path, store: &SnapshotStore, tasks: &Path) -> Result<Vec<bench::grading::Case>> {
+pub fn grading_cases(
+    home: &Path,
+    store: &SnapshotStore,
+    tasks: &Path,
+) -> Result<Vec<bench::grading::Case>> {
     let cache = corpus_cache(home);
     let mut cases = Vec::new();
     for instance in tasks::store::read_jsonl(&tasks.join("editing.jsonl"))? {
-        let dir = cache.root().join(format!("{}-{}", instance.project.name, instance.project.version));
-        let prepared: corpus::Prepared = serde_json::from_slice(&std::fs::read(dir.join("prepared.json")).with_context(|| {
-            format!("{}: project not in the corpus cache; run `atomskill corpus fetch` first", instance.instance_id)
-        })?)?;
-        let snapshot = store
-            .get(&instance.project.snapshot)
-            .with_context(|| format!("{}: snapshot {} not in the store", instance.instance_id, instance.project.snapshot))?;
-        cases.push(bench::grading::Case { instance, prepared, snapshot });
+        let dir = cache.root().join(format!(
+            "{}-{}",
+            instance.project.name, instance.project.version
+        ));
+        let prepared: corpus::Prepared = serde_json::from_slice(
+            &std::fs::read(dir.join("prepared.json")).with_context(|| {
+                format!(
+                    "{}: project not in the corpus cache; run `atomskill corpus fetch` first",
+                    instance.instance_id
+                )
+            })?,
+        )?;
+        let snapshot = store.get(&instance.project.snapshot).with_context(|| {
+            format!(
+                "{}: snapshot {} not in the store",
+                instance.instance_id, instance.project.snapshot
+            )
+        })?;
+        cases.push(bench::grading::Case {
+            instance,
+            prepared,
+            snapshot,
+        });
     }
     Ok(cases)
 }

@@ -33,7 +33,11 @@ pub struct Case {
 }
 
 fn copy_tree(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
-    let status = std::process::Command::new("cp").arg("-a").arg(from).arg(to).status()?;
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()?;
     if status.success() {
         Ok(())
     } else {
@@ -53,9 +57,14 @@ async fn raw_pytest(case: &Case, ids: &[String], tree: &std::path::Path) -> f64 
     let mut command = tokio::process::Command::new(&argv[0]);
     command.args(&argv[1..]).current_dir(tree).env_clear();
     for (key, value) in &case.prepared.run_env {
-        command.env(key, value.replace(sandbox::WORKSPACE, &tree.to_string_lossy()));
+        command.env(
+            key,
+            value.replace(sandbox::WORKSPACE, &tree.to_string_lossy()),
+        );
     }
-    command.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
     let started = Instant::now();
     let _ = command.status().await;
     started.elapsed().as_secs_f64()
@@ -64,24 +73,44 @@ async fn raw_pytest(case: &Case, ids: &[String], tree: &std::path::Path) -> f64 
 pub async fn run(options: &Options, sandbox: Arc<Sandbox>, cases: &[Case]) -> std::io::Result<()> {
     let mut ratios = Vec::new();
     let (mut total_grade, mut total_raw) = (0.0, 0.0);
-    println!("{:<48} {:>6} {:>10} {:>10} {:>7}", "instance", "tests", "grade s", "raw s", "ratio");
+    println!(
+        "{:<48} {:>6} {:>10} {:>10} {:>7}",
+        "instance", "tests", "grade s", "raw s", "ratio"
+    );
     for case in cases.iter().take(options.instances) {
-        let Task::Editing { fail_to_pass, pass_to_pass, gold_patch, .. } = &case.instance.task else { continue };
+        let Task::Editing {
+            fail_to_pass,
+            pass_to_pass,
+            gold_patch,
+            ..
+        } = &case.instance.task
+        else {
+            continue;
+        };
         let ids: Vec<String> = fail_to_pass.iter().chain(pass_to_pass).cloned().collect();
         let scratch = tempfile::tempdir()?;
         let tree = scratch.path().join("tree");
         copy_tree(&case.prepared.tree, &tree)?;
-        let answer = Answer { submission: serde_json::json!({}), files: case.instance.setup.then(gold_patch) };
+        let answer = Answer {
+            submission: serde_json::json!({}),
+            files: case.instance.setup.then(gold_patch),
+        };
         let (mut grade_times, mut raw_times) = (Vec::new(), Vec::new());
         for _ in 0..options.repeats.max(1) {
             // A fresh grader each time: its memo would otherwise answer from the first run.
             let mut grader = Grader::new(sandbox.clone(), Duration::from_secs(600));
-            grader.add_project(GradedProject { runner: TestRunner::new(case.prepared.clone()), snapshot: case.snapshot.clone() });
+            grader.add_project(GradedProject {
+                runner: TestRunner::new(case.prepared.clone()),
+                snapshot: case.snapshot.clone(),
+            });
             let started = Instant::now();
             let verdict = grader.grade(&case.instance, &answer).await;
             grade_times.push(started.elapsed().as_secs_f64());
             if !matches!(&verdict, Ok(v) if v.reward == 1.0) {
-                eprintln!("{}: the gold answer did not earn 1: {verdict:?}", case.instance.instance_id);
+                eprintln!(
+                    "{}: the gold answer did not earn 1: {verdict:?}",
+                    case.instance.instance_id
+                );
             }
             raw_times.push(raw_pytest(case, &ids, &tree).await);
         }
@@ -89,7 +118,14 @@ pub async fn run(options: &Options, sandbox: Arc<Sandbox>, cases: &[Case]) -> st
         total_grade += grade;
         total_raw += raw;
         ratios.push(grade / raw);
-        println!("{:<48} {:>6} {:>10.3} {:>10.3} {:>6.2}x", case.instance.instance_id, ids.len(), grade, raw, grade / raw);
+        println!(
+            "{:<48} {:>6} {:>10.3} {:>10.3} {:>6.2}x",
+            case.instance.instance_id,
+            ids.len(),
+            grade,
+            raw,
+            grade / raw
+        );
     }
     println!(
         "editing reward vs raw pytest on the same ids: median ratio {:.2}x, total {:.2}x over {} instances",

@@ -161,8 +161,8 @@ pub async fn validate(
     episode.destroy()?;
     let run = run?;
     if !run.consistent
-        && !(run.exit == sandbox::ExitStatus::Exited(1)
-            || run.exit == sandbox::ExitStatus::Exited(101))
+        && run.exit != sandbox::ExitStatus::Exited(1)
+        && run.exit != sandbox::ExitStatus::Exited(101)
     {
         return Ok(Outcome::Rejected {
             reason: Rejection::Inconsistent,

@@ -10,8 +10,8 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{Rng, SeedableRng};
 
 /// A seeded choice among `items` (non-empty).
-pub(crate) fn pick<'a, T>(rng: &mut ChaCha8Rng, items: &'a [T]) -> &'a T {
-    &items[(rng.next_u64() % items.len() as u64) as usize]
+pub(crate) fn pick<T: Copy>(rng: &mut ChaCha8Rng, items: &[T]) -> T {
+    items[(rng.next_u64() % items.len() as u64) as usize]
 }
 
 /// What the issue writer knows about the bug.
@@ -152,16 +152,16 @@ pub fn write_issue(facts: &IssueFacts, seed: u64) -> String {
         error.map(|e| scrub(&e, &facts.forbidden)),
     );
     let opening = fill(
-        *pick(&mut rng, OPENINGS),
+        pick(&mut rng, OPENINGS),
         &[("call", &call), ("project", &facts.project)],
     );
     let symptom = match (&got, &expected, &error) {
         (Some(got), Some(expected), _) => fill(
-            *pick(&mut rng, GOT_EXPECTED),
+            pick(&mut rng, GOT_EXPECTED),
             &[("got", got), ("expected", expected)],
         ),
-        (_, _, Some(error)) => fill(*pick(&mut rng, ERRORS), &[("error", error)]),
-        _ => (*pick(&mut rng, VAGUE)).to_string(),
+        (_, _, Some(error)) => fill(pick(&mut rng, ERRORS), &[("error", error)]),
+        _ => pick(&mut rng, VAGUE).to_string(),
     };
     let scope = if facts.n_failing > 3 && rng.next_u32() % 2 == 0 {
         format!(
@@ -171,7 +171,7 @@ pub fn write_issue(facts: &IssueFacts, seed: u64) -> String {
     } else {
         String::new()
     };
-    let closing = *pick(&mut rng, CLOSINGS);
+    let closing = pick(&mut rng, CLOSINGS);
     let text = match rng.next_u32() % 3 {
         0 => format!("{opening}\n\n{symptom}{scope}{closing}"),
         1 => format!(

@@ -153,7 +153,7 @@ pub fn edit_instruction(bug: &Bug, seed: u64) -> String {
         } else if new.is_empty() {
             format!("Delete line {line}:\n```\n{old}```")
         } else {
-            let (verb, joiner) = *pick(
+            let (verb, joiner) = pick(
                 &mut rng,
                 &[("Replace", "with"), ("Change", "to"), ("Rewrite", "as")],
             );
