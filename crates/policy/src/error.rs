@@ -10,7 +10,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("invalid policy `{spec}`: {reason}. Expected `openai:URL[,URL...]`, `null` or `oracle`")]
+    #[error(
+        "invalid policy `{spec}`: {reason}. Expected `openai:URL[,URL...]`, `null` or `oracle`"
+    )]
     InvalidSpec { spec: String, reason: String },
 
     #[error("invalid policy configuration: {message}")]

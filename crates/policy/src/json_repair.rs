@@ -246,7 +246,10 @@ mod tests {
         check(r#"{"a": 1}"#, Some((json!({"a": 1}), &[])));
         check(r#"  {"a": [1, 2]}  "#, Some((json!({"a": [1, 2]}), &[])));
         check(r#"{"a": 1,}"#, Some((json!({"a": 1}), &[TrailingComma])));
-        check(r#"{"a": [1, 2, ], }"#, Some((json!({"a": [1, 2]}), &[TrailingComma])));
+        check(
+            r#"{"a": [1, 2, ], }"#,
+            Some((json!({"a": [1, 2]}), &[TrailingComma])),
+        );
         check("{'a': 'b'}", Some((json!({"a": "b"}), &[SingleQuotes])));
         check(
             r#"{'cmd': 'echo "hi"'}"#,
@@ -306,7 +309,12 @@ mod tests {
             "{'a': 'x\ny', 'b': [True,],}",
             Some((
                 json!({"a": "x\ny", "b": [true]}),
-                &[TrailingComma, SingleQuotes, ControlCharInString, PythonLiteral],
+                &[
+                    TrailingComma,
+                    SingleQuotes,
+                    ControlCharInString,
+                    PythonLiteral,
+                ],
             )),
         );
         // Refused: nothing JSON-like, or slips the pass does not guess at.

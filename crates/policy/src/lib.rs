@@ -19,8 +19,8 @@ mod seed;
 mod toolcall;
 
 pub use crate::chat::{
-    estimate_message_tokens, estimate_tokens, ChatRequest, Completion, FinishReason,
-    FunctionCall, Message, Role, SamplingParams, TokenTrace, ToolCall, ToolSpec, Usage,
+    estimate_message_tokens, estimate_tokens, ChatRequest, Completion, FinishReason, FunctionCall,
+    Message, Role, SamplingParams, TokenTrace, ToolCall, ToolSpec, Usage,
 };
 pub use crate::error::{Error, Result};
 pub use crate::json_repair::Repair;

@@ -11,8 +11,8 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 use crate::chat::{
-    estimate_message_tokens, ChatRequest, Completion, FinishReason, Message,
-    Role, ToolCall, ToolSpec, Usage,
+    estimate_message_tokens, ChatRequest, Completion, FinishReason, Message, Role, ToolCall,
+    ToolSpec, Usage,
 };
 use crate::error::{Error, Result};
 use crate::Policy;
@@ -91,19 +91,14 @@ impl ScriptedPolicy {
         } else {
             played
         };
-        self.turns.get(index).ok_or(Error::ScriptExhausted {
-            turn: played,
-            len,
-        })
+        self.turns
+            .get(index)
+            .ok_or(Error::ScriptExhausted { turn: played, len })
     }
 }
 
 /// A completion for `message`, with estimated token counts, repeated `n` times.
-fn answer(
-    request: &ChatRequest,
-    message: Message,
-    finish_reason: FinishReason,
-) -> Vec<Completion> {
+fn answer(request: &ChatRequest, message: Message, finish_reason: FinishReason) -> Vec<Completion> {
     let usage = Usage {
         prompt_tokens: estimate_message_tokens(&request.messages),
         completion_tokens: estimate_message_tokens(std::slice::from_ref(&message)),
@@ -234,7 +229,11 @@ impl Policy for NullPolicy {
             .unwrap_or_else(|| empty_arguments(&submit.parameters));
         let message = Message::assistant(
             String::new(),
-            vec![ToolCall::new("call_null", SUBMIT_TOOL, arguments.to_string())],
+            vec![ToolCall::new(
+                "call_null",
+                SUBMIT_TOOL,
+                arguments.to_string(),
+            )],
         );
         Ok(answer(request, message, FinishReason::ToolCalls))
     }

@@ -92,7 +92,14 @@ mod tests {
             max: Duration::from_secs(2),
         };
         let mut rng = SplitMix64::new(1);
-        for (attempt, cap_ms) in [(0, 100), (1, 200), (2, 400), (4, 1600), (5, 2000), (30, 2000)] {
+        for (attempt, cap_ms) in [
+            (0, 100),
+            (1, 200),
+            (2, 400),
+            (4, 1600),
+            (5, 2000),
+            (30, 2000),
+        ] {
             let delay = backoff.delay(attempt, None, &mut rng).as_secs_f64() * 1e3;
             assert!(
                 delay >= cap_ms as f64 / 2.0 - 1e-6 && delay <= cap_ms as f64 + 1e-6,

@@ -142,7 +142,10 @@ fn call_from_object(
     };
     let raw = match object.remove("arguments") {
         Some(arguments) => arguments,
-        None => match object.remove("parameters").or_else(|| object.remove("args")) {
+        None => match object
+            .remove("parameters")
+            .or_else(|| object.remove("args"))
+        {
             Some(arguments) => {
                 repairs.push(Repair::ArgumentsKey);
                 arguments

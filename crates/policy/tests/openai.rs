@@ -197,7 +197,10 @@ async fn request_shape_and_structured_tool_calls() {
 
     let body = &server.requests()[0];
     assert_eq!(body["model"], "test-model");
-    assert_eq!(body["messages"][0], json!({"role": "system", "content": "be brief"}));
+    assert_eq!(
+        body["messages"][0],
+        json!({"role": "system", "content": "be brief"})
+    );
     assert_eq!(body["tools"][0]["type"], "function");
     assert_eq!(body["tools"][0]["function"]["name"], "bash");
     assert_eq!(body["n"], 1);
@@ -216,7 +219,9 @@ async fn assistant_tool_calls_and_tool_results_go_back_in_openai_shape() {
     let first = policy.complete(&request()).await.unwrap().remove(0);
     let mut follow_up = request();
     follow_up.messages.push(first.message.clone());
-    follow_up.messages.push(Message::tool("call_a", "a.py\nb.py"));
+    follow_up
+        .messages
+        .push(Message::tool("call_a", "a.py\nb.py"));
     policy.complete(&follow_up).await.unwrap();
     let body = &server.requests()[1];
     assert_eq!(
@@ -329,14 +334,19 @@ async fn client_errors_are_not_retried_and_context_overflow_is_recognised() {
 
 #[tokio::test]
 async fn slow_responses_time_out() {
-    let server = serve(|_, _| Reply::ok(tool_call_reply(None, "{}")).slow(Duration::from_secs(5))).await;
+    let server =
+        serve(|_, _| Reply::ok(tool_call_reply(None, "{}")).slow(Duration::from_secs(5))).await;
     let mut config = config(vec![server.url.clone()]);
     config.request_timeout = Duration::from_millis(200);
     let policy = OpenAiPolicy::new(config).unwrap();
     let start = Instant::now();
     let error = policy.complete(&request()).await.unwrap_err();
     assert!(matches!(error, Error::Timeout { .. }), "{error}");
-    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
     assert_eq!(server.count(), 1, "timeouts are not retried");
 }
 
@@ -367,7 +377,8 @@ async fn a_dead_endpoint_is_retried_on_a_live_one() {
 
 #[tokio::test]
 async fn load_is_balanced_by_outstanding_requests() {
-    let slow = |_, _: &Value| Reply::ok(tool_call_reply(None, "{}")).slow(Duration::from_millis(300));
+    let slow =
+        |_, _: &Value| Reply::ok(tool_call_reply(None, "{}")).slow(Duration::from_millis(300));
     let (a, b) = (serve(slow).await, serve(slow).await);
     let policy = Arc::new(OpenAiPolicy::new(config(vec![a.url.clone(), b.url.clone()])).unwrap());
     let tasks: Vec<_> = (0..8)
@@ -387,7 +398,8 @@ async fn load_is_balanced_by_outstanding_requests() {
 
 #[tokio::test]
 async fn concurrency_is_limited() {
-    let server = serve(|_, _| Reply::ok(tool_call_reply(None, "{}")).slow(Duration::from_millis(50))).await;
+    let server =
+        serve(|_, _| Reply::ok(tool_call_reply(None, "{}")).slow(Duration::from_millis(50))).await;
     let mut config = config(vec![server.url.clone()]);
     config.max_concurrency = 2;
     let policy = Arc::new(OpenAiPolicy::new(config).unwrap());

@@ -62,7 +62,11 @@ fn text_calls() {
         ),
         &[
             ("bash", json!({"command": "a"}), &[]),
-            ("str_replace_editor", json!({"command": "view", "path": "x.py"}), &[]),
+            (
+                "str_replace_editor",
+                json!({"command": "view", "path": "x.py"}),
+                &[],
+            ),
         ],
     );
     check(
@@ -136,7 +140,11 @@ fn text_calls() {
     );
     check(
         r#"<tool_call>{"name": "bash", "arguments": {"command": "grep "def" a.py"}}</tool_call>"#,
-        &[("bash", json!({"command": "grep \"def\" a.py"}), &[UnescapedQuote])],
+        &[(
+            "bash",
+            json!({"command": "grep \"def\" a.py"}),
+            &[UnescapedQuote],
+        )],
     );
     check(
         r#"<tool_call>{"name": "submit", "arguments": {"ok": True}}</tool_call>"#,
@@ -152,7 +160,12 @@ fn text_format_errors() {
     let not_call = |k: &FormatErrorKind| matches!(k, FormatErrorKind::NotACall);
     let no_name = |k: &FormatErrorKind| matches!(k, FormatErrorKind::MissingName);
     let bad_args = |k: &FormatErrorKind| matches!(k, FormatErrorKind::ArgumentsNotObject);
-    check_err("<tool_call>bash ls</tool_call>", 0, invalid, "not valid JSON");
+    check_err(
+        "<tool_call>bash ls</tool_call>",
+        0,
+        invalid,
+        "not valid JSON",
+    );
     check_err("<tool_call></tool_call>", 0, invalid, "not valid JSON");
     check_err(
         r#"<tool_call>{"name": "a", "arguments": {}}</tool_call><tool_call>{"name" "b"}</tool_call>"#,
@@ -189,7 +202,11 @@ fn text_format_errors() {
     // The excerpt is bounded.
     let long = format!("<tool_call>{{{}</tool_call>", "x".repeat(5000));
     let error = parse_text(&long).unwrap_err();
-    assert!(error.excerpt.chars().count() <= 201, "{}", error.excerpt.len());
+    assert!(
+        error.excerpt.chars().count() <= 201,
+        "{}",
+        error.excerpt.len()
+    );
 }
 
 #[test]
