@@ -134,7 +134,7 @@ pub async fn run_episode(
     vars.insert("tools_in_prompt".into(), settings.tools_in_prompt.into());
     vars.insert(
         "command_timeout_seconds".into(),
-        settings.tools.command_timeout.as_secs_f64().into(),
+        crate::tools::bash::seconds(settings.tools.command_timeout).into(),
     );
     let system = settings.prompts.render(SYSTEM_TEMPLATE, &vars)?;
     let mut request = ChatRequest {

@@ -15,7 +15,7 @@ struct ObservationVars<'a> {
     output: &'a str,
     timed_out: bool,
     killed_by: Option<String>,
-    timeout_seconds: f64,
+    timeout_seconds: String,
 }
 
 /// Runs `command`. `Err` only if the sandbox itself failed (or the template broke); a failing,
@@ -55,8 +55,8 @@ pub async fn run(
             returncode: result.status.code(),
             output: &output,
             timed_out: result.timed_out,
-            killed_by: killed_by.clone(),
-            timeout_seconds: settings.command_timeout.as_secs_f64(),
+            killed_by,
+            timeout_seconds: seconds(settings.command_timeout),
         },
     )?;
     Ok(Observation {
@@ -71,4 +71,14 @@ pub async fn run(
             elided_bytes: shown.elided_bytes,
         }),
     })
+}
+
+/// `1` for one second, `1.5` for one and a half.
+pub(crate) fn seconds(duration: std::time::Duration) -> String {
+    let seconds = duration.as_secs_f64();
+    if seconds.fract() == 0.0 {
+        format!("{seconds:.0}")
+    } else {
+        format!("{seconds}")
+    }
 }
