@@ -105,16 +105,26 @@ impl JsonlWriter {
     /// One line: `{"schema_version": N, ...the record's fields}`. The record must serialize
     /// to a JSON object.
     pub fn line<T: Serialize>(record: &T) -> Result<Vec<u8>> {
-        let mut value = serde_json::to_value(record).map_err(Error::Serialize)?;
-        let Value::Object(fields) = &mut value else {
+        let value = serde_json::to_value(record).map_err(Error::Serialize)?;
+        let Value::Object(fields) = &value else {
             return Err(Error::Config {
                 message: "a JSONL record must serialize to a JSON object".into(),
             });
         };
-        let mut object = serde_json::Map::new();
-        object.insert("schema_version".into(), SCHEMA_VERSION.into());
-        object.append(fields);
-        let mut line = serde_json::to_vec(&object).map_err(Error::Serialize)?;
+        if fields.contains_key("schema_version") {
+            return Err(Error::Config {
+                message: "a JSONL record must not have its own `schema_version` field".into(),
+            });
+        }
+        // The version goes first, so that a reader (or a person) sees it before anything else.
+        let body = serde_json::to_vec(&value).map_err(Error::Serialize)?;
+        let mut line = format!("{{\"schema_version\":{SCHEMA_VERSION}").into_bytes();
+        if fields.is_empty() {
+            line.push(b'}');
+        } else {
+            line.push(b',');
+            line.extend_from_slice(&body[1..]);
+        }
         line.push(b'\n');
         Ok(line)
     }

@@ -171,3 +171,85 @@ fn template_error(name: &str, error: minijinja::Error) -> Error {
         message,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn embedded_templates_render() {
+        let prompts = Prompts::embedded().unwrap();
+        let observation = prompts
+            .render(
+                BASH_OBSERVATION_TEMPLATE,
+                &json!({"returncode": 1, "output": "boom\n", "timed_out": false, "killed_by": null, "timeout_seconds": "60"}),
+            )
+            .unwrap();
+        assert_eq!(
+            observation,
+            "<returncode>1</returncode>\n<output>\nboom\n</output>"
+        );
+        let system = prompts
+            .render(
+                SYSTEM_TEMPLATE,
+                &json!({
+                    "workspace": "/workspace", "tools": ["bash", "submit"],
+                    "tool_specs": [r#"{"name":"bash","description":"a && b"}"#],
+                    "submit_description": "Submit.", "tools_in_prompt": true,
+                    "command_timeout_seconds": "30", "instructions": "Only look.",
+                }),
+            )
+            .unwrap();
+        assert!(system.contains("stopped after 30 seconds"), "{system}");
+        assert!(!system.contains("str_replace_editor"), "{system}");
+        assert!(system.contains("\n\nOnly look.\n"), "{system}");
+        assert!(
+            system.contains("\n{\"name\":\"bash\",\"description\":\"a && b\"}\n</tools>"),
+            "{system}"
+        );
+        assert_eq!(prompts.tool_spec("bash").unwrap().name, "bash");
+        assert!(prompts.tool_spec("python").is_err());
+    }
+
+    #[test]
+    fn templates_can_be_overridden_added_and_fail_clearly() {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path();
+        std::fs::create_dir_all(dir.join("tools")).unwrap();
+        std::fs::write(dir.join("instance.md.j2"), "Issue: {{ issue }}").unwrap();
+        std::fs::write(
+            dir.join("localize.md.j2"),
+            "Find the files for {{ issue }}.",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("tools/bash.json"),
+            r#"{"name": "bash", "description": "run", "parameters": {"type": "object"}}"#,
+        )
+        .unwrap();
+        let prompts = Prompts::from_dir(dir).unwrap();
+        let vars = json!({"issue": "crash on empty input"});
+        assert_eq!(
+            prompts.render(INSTANCE_TEMPLATE, &vars).unwrap(),
+            "Issue: crash on empty input"
+        );
+        assert_eq!(
+            prompts.render("localize.md.j2", &vars).unwrap(),
+            "Find the files for crash on empty input."
+        );
+        assert_eq!(prompts.tool_spec("bash").unwrap().description, "run");
+        assert!(prompts.tool_spec("str_replace_editor").is_ok());
+        let missing = prompts.render("localize.md.j2", &json!({})).unwrap_err();
+        assert!(missing.to_string().contains("localize.md.j2"), "{missing}");
+        let mut prompts = prompts;
+        assert!(prompts.add_template("broken.j2", "{% if %}").is_err());
+        std::fs::write(
+            dir.join("tools/bash.json"),
+            r#"{"name": "sh", "description": "", "parameters": {}}"#,
+        )
+        .unwrap();
+        let error = Prompts::from_dir(dir).unwrap_err();
+        assert!(error.to_string().contains("names tool `sh`"), "{error}");
+    }
+}

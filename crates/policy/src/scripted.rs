@@ -238,3 +238,85 @@ impl Policy for NullPolicy {
         Ok(answer(request, message, FinishReason::ToolCalls))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn request(assistant_turns: usize) -> ChatRequest {
+        let mut messages = vec![Message::user("go")];
+        for i in 0..assistant_turns {
+            messages.push(Message::assistant(format!("turn {i}"), Vec::new()));
+            messages.push(Message::tool(format!("call_{i}"), "ok"));
+        }
+        ChatRequest {
+            messages,
+            ..ChatRequest::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_turn_played_is_the_number_of_assistant_messages() {
+        let policy = ScriptedPolicy::new(vec![
+            ScriptedTurn::call("bash", json!({"command": "ls"})),
+            ScriptedTurn::text("<tool_call>{\"name\": \"submit\"}</tool_call>"),
+        ]);
+        let first = policy.complete(&request(0)).await.unwrap().remove(0);
+        assert_eq!(first.message.tool_calls[0].id, "call_0_0");
+        assert_eq!(first.calls.unwrap()[0].arguments, json!({"command": "ls"}));
+        let second = policy.complete(&request(1)).await.unwrap().remove(0);
+        assert_eq!(second.calls.unwrap()[0].name, "submit");
+        assert_eq!(second.finish_reason, FinishReason::Stop);
+        assert!(matches!(
+            policy.complete(&request(2)).await,
+            Err(Error::ScriptExhausted { turn: 2, len: 2 })
+        ));
+        let cycling = policy.clone().cycling();
+        let third = cycling.complete(&request(2)).await.unwrap().remove(0);
+        assert_eq!(third.calls.unwrap()[0].name, "bash");
+        let mut many = request(0);
+        many.sampling.n = 3;
+        assert_eq!(policy.complete(&many).await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
+    async fn null_submits_the_emptiest_arguments() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "files": {"type": "array"}, "review": {"type": "string"},
+                "judgment": {"type": "string", "enum": ["NO", "YES"]},
+                "score": {"type": ["integer", "null"]}, "optional": {"type": "string"},
+            },
+            "required": ["files", "review", "judgment", "score"],
+        });
+        assert_eq!(
+            empty_arguments(&schema),
+            json!({"files": [], "review": "", "judgment": "NO", "score": 0})
+        );
+        let mut request = request(0);
+        request.tools.push(ToolSpec {
+            name: SUBMIT_TOOL.into(),
+            description: "submit".into(),
+            parameters: schema,
+        });
+        let completion = NullPolicy::new()
+            .complete(&request)
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(completion.calls.unwrap()[0].arguments["judgment"], "NO");
+        let fixed = NullPolicy::with_arguments(json!({"files": ["x"]}));
+        let completion = fixed.complete(&request).await.unwrap().remove(0);
+        assert_eq!(
+            completion.calls.unwrap()[0].arguments,
+            json!({"files": ["x"]})
+        );
+        request.tools.clear();
+        assert!(matches!(
+            NullPolicy::new().complete(&request).await,
+            Err(Error::Config { .. })
+        ));
+    }
+}
