@@ -278,6 +278,14 @@ async fn editor_views_files_and_directories() {
     assert!(o.text.contains("<response clipped>"), "{}", o.text);
 }
 
+/// (file before, `old_str`, `new_str`, file after or a piece of the error).
+type ReplaceCase<'a> = (
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+    Result<&'a str, &'a str>,
+);
+
 /// One `str_replace` on a fresh file holding `original`: the file afterwards, or an error
 /// mentioning the given text.
 async fn check_replace(
@@ -341,7 +349,7 @@ async fn str_replace_cases() {
         &submit,
         EnabledTools::default(),
     );
-    let cases: &[(&str, Option<&str>, Option<&str>, Result<&str, &str>)] = &[
+    let cases: &[ReplaceCase] = &[
         ("a = 1\nb = 2\n", Some("b = 2"), Some("b = 3"), Ok("a = 1\nb = 3\n")),
         ("a = 1\nb = 2\n", Some("a = 1\nb"), Some("c"), Ok("c = 2\n")),
         ("a = 1\nb = 2\n", Some("b = 2\n"), None, Ok("a = 1\n")),

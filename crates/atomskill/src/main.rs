@@ -106,6 +106,8 @@ struct SandboxRun {
 enum BenchCommand {
     /// Per-command overhead against direct spawn and plain `unshare`; episode set-up and teardown.
     Sandbox(bench::sandbox::Options),
+    /// Orchestration CPU and memory per episode of many concurrent agent episodes.
+    Agent(bench::agent::Options),
 }
 
 fn home_dir(cli_home: Option<PathBuf>) -> PathBuf {
@@ -211,6 +213,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let sandbox = sandbox_from(&home, &defaults)?;
             let store = SnapshotStore::new(snapshot_dir(&home, &sandbox), sandbox.snapshot_owner());
             bench::sandbox::run(&options, &sandbox, &store).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Agent(options)) => {
+            let defaults = SandboxOptions {
+                isolation: Isolation::Auto,
+                venv: None,
+                timeout: 60.0,
+                memory: 2048,
+                max_processes: 256,
+            };
+            let sandbox = std::sync::Arc::new(sandbox_from(&home, &defaults)?);
+            let store = SnapshotStore::new(snapshot_dir(&home, &sandbox), sandbox.snapshot_owner());
+            bench::agent::run(&options, sandbox, &store).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Corpus(_) => planned("corpus", 3),
