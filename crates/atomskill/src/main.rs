@@ -114,6 +114,8 @@ enum BenchCommand {
     Sandbox(bench::sandbox::Options),
     /// The editing reward's cost against raw pytest on the same test ids.
     Grading(bench::grading::Options),
+    /// Orchestration CPU and memory per episode of many concurrent agent episodes.
+    Agent(bench::agent::Options),
 }
 
 fn home_dir(cli_home: Option<PathBuf>) -> PathBuf {
@@ -276,6 +278,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 &home.join(if root { "snapshots" } else { "snapshots-own" }),
                 command,
             )
+        }
+        Command::Bench(BenchCommand::Agent(options)) => {
+            let defaults = SandboxOptions {
+                isolation: Isolation::Auto,
+                venv: None,
+                timeout: 60.0,
+                memory: 2048,
+                max_processes: 256,
+            };
+            let sandbox = std::sync::Arc::new(sandbox_from(&home, &defaults)?);
+            let store = SnapshotStore::new(snapshot_dir(&home, &sandbox), sandbox.snapshot_owner());
+            bench::agent::run(&options, sandbox, &store).await?;
+            Ok(ExitCode::SUCCESS)
         }
         Command::Eval(_) => planned("eval", 4),
         Command::Model(_) => planned("model", 5),

@@ -1,8 +1,34 @@
 //! Benchmarks of atomskill's parts. Each one measures a baseline in the same run and prints
 //! ratios against it, so figures from different machines or loads stay comparable.
 
+pub mod agent;
 pub mod grading;
 pub mod sandbox;
+
+/// What can stop a benchmark.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Sandbox(#[from] ::sandbox::Error),
+    #[error(transparent)]
+    Agent(#[from] ::agent::Error),
+    #[error("I/O error while {context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("benchmark task failed: {0}")]
+    Task(String),
+}
+
+impl Error {
+    fn io(context: &str, source: std::io::Error) -> Error {
+        Error::Io {
+            context: context.to_string(),
+            source,
+        }
+    }
+}
 
 /// Median of a sample, in the sample's unit.
 pub fn median(samples: &mut [f64]) -> f64 {
