@@ -223,3 +223,65 @@ fn rootless_mode_isolates_and_reports_itself() {
         "processes of the rootless run survived: {leftovers:?}"
     );
 }
+
+#[test]
+fn factory_inputs_that_are_wrong_get_clear_errors() {
+    let home = tempfile::tempdir().unwrap();
+    let manifest = home.path().join("bad.toml");
+    std::fs::write(&manifest, "schema_version = 1\n[[project]]\nname = 3\n").unwrap();
+    let out = atomskill()
+        .arg("--home")
+        .arg(home.path())
+        .args(["corpus", "list", "--manifest"])
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("bad.toml:3:"), "{stderr}");
+    // The embedded default manifest lists its projects without touching the network.
+    let out = atomskill()
+        .arg("--home")
+        .arg(home.path())
+        .args(["corpus", "list"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("toolz-1.2.0") && stdout.contains("not fetched"),
+        "{stdout}"
+    );
+    for (args, needle) in [
+        (
+            vec!["synth", "--repo", "toolz==1.2.0", "--out", "x"],
+            "pypi:NAME==VERSION",
+        ),
+        (
+            vec!["synth", "--only", "nope", "--out", "x"],
+            "no project `nope`",
+        ),
+        (
+            vec![
+                "decontam",
+                "--train",
+                "/nonexistent",
+                "--eval",
+                "/nonexistent",
+                "--out",
+                "x",
+            ],
+            "nonexistent",
+        ),
+    ] {
+        let out = atomskill()
+            .arg("--home")
+            .arg(home.path())
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}

@@ -52,12 +52,30 @@ pub fn read_dir(path: &Path) -> Result<Vec<Instance>> {
     if path.is_file() {
         return read_jsonl(path);
     }
+    if !path.is_dir() {
+        return Err(Error::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "no such instance file or directory",
+            ),
+        });
+    }
     let mut out = Vec::new();
+    let mut found = false;
     for skill in Skill::ALL {
         let file = path.join(format!("{}.jsonl", skill.name()));
         if file.exists() {
+            found = true;
             out.extend(read_jsonl(&file)?);
         }
+    }
+    if !found {
+        return Err(Error::Format {
+            path: path.display().to_string(),
+            line: 0,
+            message: "no <skill>.jsonl files here (expected e.g. localization.jsonl, as `atomskill synth` writes)".into(),
+        });
     }
     Ok(out)
 }
