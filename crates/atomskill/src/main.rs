@@ -2,6 +2,8 @@
 //!
 //! This is the only place that reads environment variables or installs a tracing subscriber.
 
+mod model_cli;
+
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,10 +40,11 @@ enum Command {
     Decontam(Planned),
     /// Evaluate a policy: Avg@k and pass@k per skill (issue 4).
     Eval(Planned),
-    /// Create and inspect models (issue 5).
-    Model(Planned),
-    /// Serve a model over the OpenAI-compatible API (issue 5).
-    Serve(Planned),
+    /// Create and inspect models.
+    #[command(subcommand)]
+    Model(model_cli::ModelCommand),
+    /// Serve a model over the OpenAI-compatible API.
+    Serve(model_cli::ServeArgs),
     /// Supervised fine-tuning on verified trajectories (issue 6).
     Sft(Planned),
     /// Joint GRPO over the skill mixture (issue 6).
@@ -106,6 +109,8 @@ struct SandboxRun {
 enum BenchCommand {
     /// Per-command overhead against direct spawn and plain `unshare`; episode set-up and teardown.
     Sandbox(bench::sandbox::Options),
+    /// Forward pass against PyTorch eager; in-process generation throughput.
+    Model(bench::model::Options),
 }
 
 fn home_dir(cli_home: Option<PathBuf>) -> PathBuf {
@@ -213,12 +218,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             bench::sandbox::run(&options, &sandbox, &store).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bench(BenchCommand::Model(options)) => {
+            bench::model::run(&options)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Corpus(_) => planned("corpus", 3),
         Command::Synth(_) => planned("synth", 3),
         Command::Decontam(_) => planned("decontam", 3),
         Command::Eval(_) => planned("eval", 4),
-        Command::Model(_) => planned("model", 5),
-        Command::Serve(_) => planned("serve", 5),
+        Command::Model(command) => model_cli::run_model(command),
+        Command::Serve(args) => model_cli::run_serve(args).await,
         Command::Sft(_) => planned("sft", 6),
         Command::Train(_) => planned("train", 6),
         Command::Quickstart(_) => planned("quickstart", 7),

@@ -1,6 +1,7 @@
 //! Benchmarks of atomskill's parts. Each one measures a baseline in the same run and prints
 //! ratios against it, so figures from different machines or loads stay comparable.
 
+pub mod model;
 pub mod sandbox;
 
 /// Median of a sample, in the sample's unit.
