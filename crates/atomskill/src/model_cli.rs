@@ -78,12 +78,26 @@ pub struct ServeArgs {
     /// Weight dtype: f32, bf16 or f16.
     #[arg(long, default_value = "f32")]
     dtype: String,
+    /// cpu, or cuda / cuda:N (needs a build with the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
     /// Most sequences decoded together.
     #[arg(long, default_value_t = 64)]
     max_batch: usize,
     /// Base seed of requests that do not set one.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+}
+
+fn device(name: &str) -> Result<Device> {
+    Ok(match name {
+        "cpu" => Device::Cpu,
+        "cuda" => Device::new_cuda(0)?,
+        other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
+            Some(ordinal) => Device::new_cuda(ordinal)?,
+            None => bail!("unknown device `{other}` (expected cpu, cuda or cuda:N)"),
+        },
+    })
 }
 
 fn dtype(name: &str) -> Result<DType> {
@@ -211,6 +225,7 @@ pub async fn run_serve(args: ServeArgs) -> Result<ExitCode> {
         model_dir: args.model,
         model_name: args.served_model_name,
         dtype: dtype(&args.dtype)?,
+        device: device(&args.device)?,
         max_batch: args.max_batch,
         seed: args.seed,
     };

@@ -150,3 +150,21 @@ fn a_wrong_config_is_detected() {
         "a wrong rope_theta went unnoticed: {diff}"
     );
 }
+
+/// Half-precision weights run end to end (norms and softmax in f32) and stay close to f32.
+#[test]
+fn bf16_and_f16_forward_stay_close_to_f32() {
+    let dir = fixture("qwen3");
+    let e = expected(&dir);
+    let mask = Tensor::new(e.mask.clone(), &Device::Cpu).unwrap();
+    // Bounds of a few units of each format's rounding error on logits of magnitude ~7.
+    for (dtype, bound) in [(DType::BF16, 0.5), (DType::F16, 0.06)] {
+        let model = CausalLm::load(&dir, dtype, &Device::Cpu).unwrap();
+        let logits = model.forward(&e.ids, Some(&mask), None).unwrap();
+        assert_eq!(logits.dtype(), dtype);
+        let diff = max_diff_real(&logits, &e.logits, &e.mask);
+        eprintln!("{dtype:?}: max |Δlogit| against f32 transformers {diff:.3}");
+        assert!(diff < bound, "{dtype:?}: max |Δlogit| {diff}");
+        assert!(diff > TOLERANCE, "{dtype:?} computed in f32?");
+    }
+}

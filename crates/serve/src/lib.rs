@@ -44,6 +44,7 @@ pub struct ServeOptions {
     /// The name clients must use in `model` (default: the directory's name).
     pub model_name: Option<String>,
     pub dtype: DType,
+    pub device: Device,
     pub max_batch: usize,
     /// Base of the seeds of requests that do not give one.
     pub seed: u64,
@@ -65,7 +66,7 @@ impl AppState {
     /// Loads the checkpoint and starts the worker thread.
     pub fn load(options: &ServeOptions) -> Result<Arc<Self>> {
         let dir = &options.model_dir;
-        let model = CausalLm::load(dir, options.dtype, &Device::Cpu)?;
+        let model = CausalLm::load(dir, options.dtype, &options.device)?;
         let tokenizer = Tokenizer::from_dir(dir)?;
         let template = ChatTemplate::from_dir(dir)?;
         let eos_token_ids = model::model::eos_token_ids(dir)?;

@@ -41,6 +41,7 @@ fn the_openai_python_client_works_against_the_server() {
         model_dir: dir,
         model_name: None,
         dtype: DType::F32,
+        device: model::Device::Cpu,
         max_batch: 16,
         seed: 0,
     };
