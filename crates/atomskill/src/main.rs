@@ -235,6 +235,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
+    // candle's CPU thread settings, set once before any thread exists, unless given: it parses
+    // /proc/cpuinfo on every matmul to count cores unless RAYON_NUM_THREADS is set (~15% of a
+    // tiny model's decode step), and its spin-waiting pool for element-wise ops made a forward
+    // pass 4-9x slower on a shared 2-core machine (CANDLE_NUM_THREADS=1 turns that pool off;
+    // matmuls still use every core). See BENCHMARKS.md.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ATOMSKILL_LOG")

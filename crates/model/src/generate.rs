@@ -254,7 +254,13 @@ impl Engine {
                     finish: FinishReason::Length,
                 },
             );
-            self.submit(request)?;
+            if let Err(e) = self.submit(request) {
+                // Leave nothing of this call behind in the queue.
+                for id in partial.keys() {
+                    self.cancel(*id)?;
+                }
+                return Err(e);
+            }
         }
         let mut done: HashMap<u64, Completion> = HashMap::new();
         while done.len() < order.len() && self.has_work() {
