@@ -6,7 +6,7 @@
 //! Padding is on the left and described by an attention mask; position ids count real tokens
 //! only, as transformers' `generate` does. Every op here has a backward.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
 
 use crate::cache::KvCache;
@@ -101,6 +101,8 @@ struct Attention {
     o_proj: Linear,
     q_norm: Option<RmsNorm>,
     k_norm: Option<RmsNorm>,
+    /// q_proj, k_proj and v_proj stacked, for inference ([`Decoder::fused_for_inference`]).
+    qkv_proj: Option<Linear>,
     n_heads: usize,
     n_kv_heads: usize,
     head_dim: usize,
@@ -125,9 +127,17 @@ impl Attention {
             o_proj: Linear::new(vb.pp("o_proj"), n_heads * d, h, spec.o_bias)?,
             q_norm,
             k_norm,
+            qkv_proj: None,
             n_heads,
             n_kv_heads,
             head_dim: d,
+        })
+    }
+
+    fn fused(&self) -> Result<Self> {
+        Ok(Self {
+            qkv_proj: Some(Linear::stack(&[&self.q_proj, &self.k_proj, &self.v_proj])?),
+            ..self.clone()
         })
     }
 
@@ -140,9 +150,24 @@ impl Attention {
     ) -> Result<Tensor> {
         let (batch, seq, _) = x.dims3()?;
         let (d, n_heads, n_kv) = (self.head_dim, self.n_heads, self.n_kv_heads);
-        let mut q = self.q_proj.forward(x)?.reshape((batch, seq, n_heads, d))?;
-        let mut k = self.k_proj.forward(x)?.reshape((batch, seq, n_kv, d))?;
-        let v = self.v_proj.forward(x)?.reshape((batch, seq, n_kv, d))?;
+        let (q, k, v) = match &self.qkv_proj {
+            Some(qkv) => {
+                let all = qkv.forward(x)?;
+                (
+                    all.narrow(D::Minus1, 0, n_heads * d)?,
+                    all.narrow(D::Minus1, n_heads * d, n_kv * d)?,
+                    all.narrow(D::Minus1, (n_heads + n_kv) * d, n_kv * d)?,
+                )
+            }
+            None => (
+                self.q_proj.forward(x)?,
+                self.k_proj.forward(x)?,
+                self.v_proj.forward(x)?,
+            ),
+        };
+        let mut q = q.reshape((batch, seq, n_heads, d))?;
+        let mut k = k.reshape((batch, seq, n_kv, d))?;
+        let v = v.reshape((batch, seq, n_kv, d))?;
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
             q = qn.forward(&q)?;
             k = kn.forward(&k)?;
@@ -277,6 +302,27 @@ impl Decoder {
 
     pub fn spec(&self) -> &DecoderSpec {
         &self.spec
+    }
+
+    /// A copy for generation that computes q/k/v and gate/up with one matmul each (stacked
+    /// weight copies). Same outputs; no gradient flows through the stacked weights, so train
+    /// with the original.
+    pub fn fused_for_inference(&self) -> Result<Self> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|b| {
+                Ok(Block {
+                    self_attn: b.self_attn.fused()?,
+                    mlp: b.mlp.fused()?,
+                    ..b.clone()
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            layers,
+            ..self.clone()
+        })
     }
 
     pub fn dtype(&self) -> DType {

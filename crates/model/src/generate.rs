@@ -133,8 +133,16 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// `tokenizer` is needed only for stop strings.
+    /// `tokenizer` is needed only for stop strings. The engine runs a copy of `model` with
+    /// stacked projection weights ([`CausalLm::fused_for_inference`]).
     pub fn new(model: CausalLm, tokenizer: Option<Tokenizer>, config: EngineConfig) -> Self {
+        let model = match model.fused_for_inference() {
+            Ok(fused) => fused,
+            Err(e) => {
+                tracing::warn!("generating without stacked projections: {e}");
+                model
+            }
+        };
         Self {
             model,
             tokenizer,

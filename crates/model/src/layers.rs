@@ -51,6 +51,28 @@ impl Linear {
         &self.weight
     }
 
+    /// One layer computing the outputs of `parts` side by side (their weights stacked), so an
+    /// inference pass makes one matmul instead of several. The copy is detached from the parts:
+    /// use it only where no gradient is needed.
+    pub fn stack(parts: &[&Linear]) -> Result<Self> {
+        let weights: Vec<Tensor> = parts.iter().map(|p| p.weight.detach()).collect();
+        let weight = Tensor::cat(&weights, 0)?;
+        let bias = if parts.iter().all(|p| p.bias.is_some()) {
+            let biases: Vec<Tensor> = parts
+                .iter()
+                .filter_map(|p| p.bias.as_ref().map(Tensor::detach))
+                .collect();
+            Some(Tensor::cat(&biases, 0)?)
+        } else if parts.iter().all(|p| p.bias.is_none()) {
+            None
+        } else {
+            return Err(Error::Input(
+                "cannot stack linear layers with and without bias".into(),
+            ));
+        };
+        Ok(Self { weight, bias })
+    }
+
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let dims = x.dims().to_vec();
         let (in_dim, lead) = match dims.split_last() {
@@ -115,6 +137,8 @@ pub struct Mlp {
     gate_proj: Linear,
     up_proj: Linear,
     down_proj: Linear,
+    /// gate_proj and up_proj stacked, for inference ([`Mlp::fused`]).
+    gate_up: Option<Linear>,
 }
 
 impl Mlp {
@@ -123,13 +147,28 @@ impl Mlp {
             gate_proj: Linear::new(vb.pp("gate_proj"), hidden, intermediate, bias)?,
             up_proj: Linear::new(vb.pp("up_proj"), hidden, intermediate, bias)?,
             down_proj: Linear::new(vb.pp("down_proj"), intermediate, hidden, bias)?,
+            gate_up: None,
+        })
+    }
+
+    /// A copy that computes gate and up in one matmul; no gradient flows through it.
+    pub fn fused(&self) -> Result<Self> {
+        Ok(Self {
+            gate_up: Some(Linear::stack(&[&self.gate_proj, &self.up_proj])?),
+            ..self.clone()
         })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let gate = self.gate_proj.forward(x)?.silu()?;
-        let up = self.up_proj.forward(x)?;
-        self.down_proj.forward(&(gate * up)?)
+        let (gate, up) = match &self.gate_up {
+            Some(gate_up) => {
+                let both = gate_up.forward(x)?;
+                let n = self.gate_proj.weight().dim(0)?;
+                (both.narrow(D::Minus1, 0, n)?, both.narrow(D::Minus1, n, n)?)
+            }
+            None => (self.gate_proj.forward(x)?, self.up_proj.forward(x)?),
+        };
+        self.down_proj.forward(&(gate.silu()? * up)?)
     }
 }
 

@@ -104,6 +104,20 @@ impl CausalLm {
         }
     }
 
+    /// A copy for generation with stacked q/k/v and gate/up weights (one matmul each); same
+    /// outputs, but no gradient flows through it. See [`Decoder::fused_for_inference`].
+    pub fn fused_for_inference(&self) -> Result<Self> {
+        let inner = match &self.inner {
+            Inner::Qwen2(m) => Inner::Qwen2(m.fused_for_inference()?),
+            Inner::Qwen3(m) => Inner::Qwen3(m.fused_for_inference()?),
+            Inner::Llama(m) => Inner::Llama(m.fused_for_inference()?),
+        };
+        Ok(Self {
+            arch: self.arch,
+            inner,
+        })
+    }
+
     pub fn spec(&self) -> &DecoderSpec {
         self.decoder().spec()
     }

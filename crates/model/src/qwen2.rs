@@ -131,4 +131,11 @@ impl Model {
     pub fn decoder(&self) -> &Decoder {
         &self.decoder
     }
+
+    /// See [`Decoder::fused_for_inference`].
+    pub fn fused_for_inference(&self) -> Result<Self> {
+        Ok(Self {
+            decoder: self.decoder.fused_for_inference()?,
+        })
+    }
 }

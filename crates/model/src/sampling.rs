@@ -106,25 +106,23 @@ impl Sampler {
             return Err(Error::Input("the model produced NaN logits".into()));
         }
         let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let log_z = max as f64
-            + logits
-                .iter()
-                .map(|&l| ((l - max) as f64).exp())
-                .sum::<f64>()
-                .ln();
+        // exp(l - max) once: the normaliser of the raw distribution and, at temperature 1, the
+        // sampling weights too.
+        let exps: Vec<f32> = logits.iter().map(|&l| (l - max).exp()).collect();
+        let log_z = max as f64 + exps.iter().map(|&e| e as f64).sum::<f64>().ln();
         let logprob = |token: usize| (logits[token] as f64 - log_z) as f32;
         let token = if self.params.temperature == 0.0 {
             argmax(logits)
         } else {
-            self.sample_tempered(logits, max)
+            self.sample_tempered(logits, max, &exps)
         };
-        let top_logprobs = if self.n_top_logprobs > 0 {
-            top_indices(logits, self.n_top_logprobs)
+        let top_logprobs = match self.n_top_logprobs {
+            0 => Vec::new(),
+            1 => vec![(argmax(logits) as u32, logprob(argmax(logits)))],
+            n => top_indices(logits, n)
                 .into_iter()
                 .map(|t| (t as u32, logprob(t)))
-                .collect()
-        } else {
-            Vec::new()
+                .collect(),
         };
         Ok(Sampled {
             token: token as u32,
@@ -133,9 +131,15 @@ impl Sampler {
         })
     }
 
-    fn sample_tempered(&mut self, logits: &[f32], max: f32) -> usize {
-        let inv_t = 1.0 / self.params.temperature as f64;
-        let weight = |l: f32| ((l - max) as f64 * inv_t).exp();
+    fn sample_tempered(&mut self, logits: &[f32], max: f32, exps: &[f32]) -> usize {
+        let inv_t = 1.0 / self.params.temperature;
+        let tempered: Vec<f32>;
+        let weights: &[f32] = if inv_t == 1.0 {
+            exps
+        } else {
+            tempered = logits.iter().map(|&l| ((l - max) * inv_t).exp()).collect();
+            &tempered
+        };
         let vocab = logits.len();
         let top_k = if self.params.top_k == 0 {
             vocab
@@ -144,10 +148,10 @@ impl Sampler {
         };
         if top_k == vocab && self.params.top_p >= 1.0 {
             // Plain sampling over the whole vocabulary in index order.
-            let total: f64 = logits.iter().map(|&l| weight(l)).sum();
+            let total: f64 = weights.iter().map(|&w| w as f64).sum();
             let mut u = self.uniform() * total;
-            for (i, &l) in logits.iter().enumerate() {
-                u -= weight(l);
+            for (i, &w) in weights.iter().enumerate() {
+                u -= w as f64;
                 if u < 0.0 {
                     return i;
                 }
@@ -156,12 +160,12 @@ impl Sampler {
         }
         // Candidates by decreasing logit (ties by index), cut by top-k then top-p.
         let mut candidates = top_indices(logits, top_k);
-        let weights: Vec<f64> = candidates.iter().map(|&i| weight(logits[i])).collect();
-        let total: f64 = weights.iter().sum();
+        let kept: Vec<f64> = candidates.iter().map(|&i| weights[i] as f64).collect();
+        let total: f64 = kept.iter().sum();
         let mut keep = candidates.len();
         if self.params.top_p < 1.0 {
             let mut cumulative = 0.0;
-            for (n, w) in weights.iter().enumerate() {
+            for (n, w) in kept.iter().enumerate() {
                 cumulative += w / total;
                 if cumulative >= self.params.top_p as f64 {
                     keep = n + 1;
@@ -170,10 +174,10 @@ impl Sampler {
             }
         }
         candidates.truncate(keep);
-        let kept_total: f64 = weights[..keep].iter().sum();
+        let kept_total: f64 = kept[..keep].iter().sum();
         let mut u = self.uniform() * kept_total;
         for (n, &i) in candidates.iter().enumerate() {
-            u -= weights[n];
+            u -= kept[n];
             if u < 0.0 {
                 return i;
             }

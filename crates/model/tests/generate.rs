@@ -192,7 +192,9 @@ fn sampled_logprobs_equal_training_logprobs() {
             let mut all = prompt.clone();
             all.extend(&completion.token_ids);
             let tokens = Tensor::from_vec(all.clone(), (1, all.len()), &Device::Cpu).unwrap();
-            let lp = token_log_probs(e.model(), &tokens, None, 7).unwrap();
+            // The training path: the unfused model, built for gradients.
+            let trainable = CausalLm::load(&common::tiny(arch), DType::F32, &Device::Cpu).unwrap();
+            let lp = token_log_probs(&trainable, &tokens, None, 7).unwrap();
             let lp = lp.squeeze(0).unwrap().to_vec1::<f32>().unwrap();
             let recomputed = &lp[prompt.len() - 1..];
             let worst = recomputed

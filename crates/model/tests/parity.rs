@@ -65,6 +65,11 @@ fn check_full_forward(name: &str, arch: Arch) {
     let diff = max_diff_real(&logits, &e.logits, &e.mask);
     eprintln!("{name}: max |Δlogit| {diff:.2e}");
     assert!(diff < TOLERANCE, "{name}: max |Δlogit| {diff}");
+    // The inference copy with stacked projections computes the same logits.
+    let fused = model.fused_for_inference().unwrap();
+    let logits = fused.forward(&e.ids, Some(&mask), None).unwrap();
+    let diff = max_diff_real(&logits, &e.logits, &e.mask);
+    assert!(diff < TOLERANCE, "{name} (fused): max |Δlogit| {diff}");
     // The reference logits are far from uniform, so the tolerance is meaningful.
     let spread = e.logits.max_all().unwrap().to_scalar::<f32>().unwrap()
         - e.logits.min_all().unwrap().to_scalar::<f32>().unwrap();
@@ -75,7 +80,10 @@ fn check_full_forward(name: &str, arch: Arch) {
 /// cache; every real position's logits must match the reference.
 fn check_incremental(name: &str, prefix: usize) {
     let dir = fixture(name);
-    let model = CausalLm::load(&dir, DType::F32, &Device::Cpu).unwrap();
+    let model = CausalLm::load(&dir, DType::F32, &Device::Cpu)
+        .unwrap()
+        .fused_for_inference()
+        .unwrap();
     let e = expected(&dir);
     let (batch, seq) = e.ids.dims2().unwrap();
     let mask = Tensor::new(e.mask.clone(), &Device::Cpu).unwrap();
