@@ -109,7 +109,10 @@ pub fn run(options: &Options) -> Result<(), ModelBenchError> {
     let ids = tokens(options.batch, options.seq, spec.vocab_size);
     let input = Tensor::from_vec(ids, (options.batch, options.seq), &Device::Cpu)?;
     model.forward(&input, None, None)?; // warm-up
+    let fused = model.fused_for_inference()?;
+    fused.forward(&input, None, None)?; // warm-up
     let (mut ours, mut ours_min) = (Vec::new(), f64::INFINITY);
+    let (mut stacked, mut stacked_min) = (Vec::new(), f64::INFINITY);
     let (mut theirs, mut theirs_min) = (Vec::new(), f64::INFINITY);
     for _ in 0..options.rounds {
         let mut round = Vec::with_capacity(options.repeats);
@@ -120,6 +123,14 @@ pub fn run(options: &Options) -> Result<(), ModelBenchError> {
         }
         ours_min = round.iter().copied().fold(ours_min, f64::min);
         ours.push(median(&mut round));
+        let mut round = Vec::with_capacity(options.repeats);
+        for _ in 0..options.repeats {
+            let start = Instant::now();
+            drop(fused.forward(&input, None, None)?);
+            round.push(start.elapsed().as_secs_f64());
+        }
+        stacked_min = round.iter().copied().fold(stacked_min, f64::min);
+        stacked.push(median(&mut round));
         if let Some(python) = &options.torch_python {
             let (median_s, min_s) = torch_forward_seconds(python, options, spec.vocab_size)?;
             theirs.push(median_s);
@@ -133,6 +144,13 @@ pub fn run(options: &Options) -> Result<(), ModelBenchError> {
         options.seq,
         ours * 1e3,
         ours_min * 1e3
+    );
+    println!(
+        "forward {}x{}: candle with stacked projections (inference copy) median {:.2} ms, fastest {:.2} ms",
+        options.batch,
+        options.seq,
+        median(&mut stacked) * 1e3,
+        stacked_min * 1e3
     );
     if !theirs.is_empty() {
         let theirs = median(&mut theirs);
