@@ -27,7 +27,7 @@ pub struct InitArgs {
     /// qwen2, qwen3 or llama.
     #[arg(long)]
     arch: String,
-    /// tiny (~4M parameters) or small (~30M).
+    /// tiny (~4M parameters) or small (~26M).
     #[arg(long, default_value = "tiny")]
     size: String,
     #[arg(long, default_value_t = 0)]
