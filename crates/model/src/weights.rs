@@ -128,7 +128,16 @@ pub fn save(tensors: &BTreeMap<String, Tensor>, dtype: DType, path: &Path) -> Re
             path: path.to_path_buf(),
             message: e.to_string(),
         }
-    })
+    })?;
+    // The safetensors crate creates the file owner-only; a checkpoint is meant to be shared
+    // (another user's inference server, a container).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| Error::io(path, e))?;
+    }
+    Ok(())
 }
 
 fn bytes_of<T: Copy, const N: usize>(values: &[T], to_le: fn(T) -> [u8; N]) -> Vec<u8> {
