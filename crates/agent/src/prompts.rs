@@ -138,7 +138,7 @@ impl Prompts {
             .get_template(name)
             .map_err(|e| template_error(name, e))?;
         template
-            .render(minijinja::Value::from_serialize(vars))
+            .render(minijinja::Value::from(minijinja::value::Serde(vars)))
             .map_err(|e| template_error(name, e))
     }
 

@@ -2,6 +2,8 @@
 //!
 //! This is the only place that reads environment variables or installs a tracing subscriber.
 
+mod model_cli;
+
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,10 +46,11 @@ enum Command {
     Swebench(factory::SweBenchCommand),
     /// Evaluate a policy: Avg@k and pass@k per skill (issue 4).
     Eval(Planned),
-    /// Create and inspect models (issue 5).
-    Model(Planned),
-    /// Serve a model over the OpenAI-compatible API (issue 5).
-    Serve(Planned),
+    /// Create and inspect models.
+    #[command(subcommand)]
+    Model(model_cli::ModelCommand),
+    /// Serve a model over the OpenAI-compatible API.
+    Serve(model_cli::ServeArgs),
     /// Supervised fine-tuning on verified trajectories (issue 6).
     Sft(Planned),
     /// Joint GRPO over the skill mixture (issue 6).
@@ -116,6 +119,8 @@ enum BenchCommand {
     Grading(bench::grading::Options),
     /// Orchestration CPU and memory per episode of many concurrent agent episodes.
     Agent(bench::agent::Options),
+    /// Forward pass against PyTorch eager; in-process generation throughput.
+    Model(bench::model::Options),
 }
 
 fn home_dir(cli_home: Option<PathBuf>) -> PathBuf {
@@ -292,9 +297,13 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             bench::agent::run(&options, sandbox, &store).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bench(BenchCommand::Model(options)) => {
+            bench::model::run(&options)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Eval(_) => planned("eval", 4),
-        Command::Model(_) => planned("model", 5),
-        Command::Serve(_) => planned("serve", 5),
+        Command::Model(command) => model_cli::run_model(command),
+        Command::Serve(args) => model_cli::run_serve(args).await,
         Command::Sft(_) => planned("sft", 6),
         Command::Train(_) => planned("train", 6),
         Command::Quickstart(_) => planned("quickstart", 7),
@@ -302,6 +311,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 }
 
 fn main() -> ExitCode {
+    // candle's CPU thread settings, set once before any thread exists, unless given: it parses
+    // /proc/cpuinfo on every matmul to count cores unless RAYON_NUM_THREADS is set (~15% of a
+    // tiny model's decode step), and its spin-waiting pool for element-wise ops made a forward
+    // pass 4-9x slower on a shared 2-core machine (CANDLE_NUM_THREADS=1 turns that pool off;
+    // matmuls still use every core). See BENCHMARKS.md.
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ATOMSKILL_LOG")

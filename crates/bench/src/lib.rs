@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod grading;
+pub mod model;
 pub mod sandbox;
 
 /// What can stop a benchmark.

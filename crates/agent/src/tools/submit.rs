@@ -83,9 +83,11 @@ fn check_value(schema: &Value, value: &Value, at: &str) -> Option<String> {
                     }
                 }
                 None if schema["additionalProperties"] == Value::Bool(false) => {
-                    let known: Vec<&str> = properties
+                    // Sorted: serde_json's map order depends on a workspace-wide feature.
+                    let mut known: Vec<&str> = properties
                         .map(|p| p.keys().map(String::as_str).collect())
                         .unwrap_or_default();
+                    known.sort_unstable();
                     return Some(format!(
                         "{at} have an unknown field `{name}` (known: {})",
                         known.join(", ")

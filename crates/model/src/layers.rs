@@ -1,0 +1,199 @@
+//! Building blocks of the decoder written only with candle ops that have a backward: a linear
+//! layer as a 2-D matmul, RMSNorm, softmax, rotary embeddings and grouped-query attention.
+//!
+//! Never call candle-nn's fused ops (`rms_norm`, `softmax_last_dim`, `rope`, sdpa) here: they
+//! have no backward and silently cut the autograd graph the trainer differentiates through.
+
+use candle_core::{DType, Tensor, D};
+use candle_nn::VarBuilder;
+
+use crate::{Error, Result};
+
+/// Added to attention scores of positions a query must not see. Finite on purpose: a row with
+/// every position masked (a left-pad query) then gets a uniform softmax instead of NaN, and
+/// `0 * NaN` can no longer poison a loss.
+pub const MASKED_SCORE: f64 = -1e9;
+
+/// The dtype used for normalisation statistics and softmax: f32, or f64 for f64 models (the
+/// gradient checks run in f64).
+pub fn compute_dtype(dtype: DType) -> DType {
+    if dtype == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    }
+}
+
+/// `y = x Wᵀ + b` over the last dimension, as one 2-D matmul (candle's batched broadcast matmul is
+/// markedly slower in the backward pass).
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    pub fn new(vb: VarBuilder, in_dim: usize, out_dim: usize, bias: bool) -> Result<Self> {
+        let weight = vb.get((out_dim, in_dim), "weight")?;
+        let bias = if bias {
+            Some(vb.get(out_dim, "bias")?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias })
+    }
+
+    pub fn from_weight(weight: Tensor) -> Self {
+        Self { weight, bias: None }
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+
+    /// One layer computing the outputs of `parts` side by side (their weights stacked), so an
+    /// inference pass makes one matmul instead of several. The copy is detached from the parts:
+    /// use it only where no gradient is needed.
+    pub fn stack(parts: &[&Linear]) -> Result<Self> {
+        let weights: Vec<Tensor> = parts.iter().map(|p| p.weight.detach()).collect();
+        let weight = Tensor::cat(&weights, 0)?;
+        let bias = if parts.iter().all(|p| p.bias.is_some()) {
+            let biases: Vec<Tensor> = parts
+                .iter()
+                .filter_map(|p| p.bias.as_ref().map(Tensor::detach))
+                .collect();
+            Some(Tensor::cat(&biases, 0)?)
+        } else if parts.iter().all(|p| p.bias.is_none()) {
+            None
+        } else {
+            return Err(Error::Input(
+                "cannot stack linear layers with and without bias".into(),
+            ));
+        };
+        Ok(Self { weight, bias })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let (in_dim, lead) = match dims.split_last() {
+            Some((last, lead)) => (*last, lead),
+            None => return Err(Error::Input("linear layer input is a scalar".into())),
+        };
+        let rows: usize = lead.iter().product();
+        // A contiguous left operand keeps the CPU matmul on its fast path.
+        let x2 = x.reshape((rows, in_dim))?.contiguous()?;
+        let mut y = x2.matmul(&self.weight.t()?)?;
+        if let Some(bias) = &self.bias {
+            y = y.broadcast_add(bias)?;
+        }
+        let mut out_dims = lead.to_vec();
+        out_dims.push(self.weight.dim(0)?);
+        Ok(y.reshape(out_dims)?)
+    }
+}
+
+/// RMSNorm as in transformers: statistics in f32, `weight * (x / sqrt(mean(x²) + eps))`.
+#[derive(Debug, Clone)]
+pub struct RmsNorm {
+    weight: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    pub fn new(vb: VarBuilder, dim: usize, eps: f64) -> Result<Self> {
+        Ok(Self {
+            weight: vb.get(dim, "weight")?,
+            eps,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dtype = x.dtype();
+        let xf = x.to_dtype(compute_dtype(dtype))?;
+        let variance = xf.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = xf.broadcast_div(&(variance + self.eps)?.sqrt()?)?;
+        Ok(normed.to_dtype(dtype)?.broadcast_mul(&self.weight)?)
+    }
+}
+
+/// Softmax over the last dimension from exp and sum. The max is detached: shifting by a constant
+/// leaves both the value and the gradient unchanged.
+pub fn softmax_last_dim(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let exp = x.broadcast_sub(&max)?.exp()?;
+    Ok(exp.broadcast_div(&exp.sum_keepdim(D::Minus1)?)?)
+}
+
+/// `log(sum(exp(x)))` over the last dimension, keeping it, with a detached max.
+pub fn log_sum_exp_last_dim(x: &Tensor) -> Result<Tensor> {
+    let max = x.max_keepdim(D::Minus1)?.detach();
+    let sum = x.broadcast_sub(&max)?.exp()?.sum_keepdim(D::Minus1)?;
+    Ok(sum.log()?.broadcast_add(&max)?)
+}
+
+/// The SwiGLU feed-forward block: `down(silu(gate(x)) * up(x))`.
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+    /// gate_proj and up_proj stacked, for inference ([`Mlp::fused`]).
+    gate_up: Option<Linear>,
+}
+
+impl Mlp {
+    pub fn new(vb: VarBuilder, hidden: usize, intermediate: usize, bias: bool) -> Result<Self> {
+        Ok(Self {
+            gate_proj: Linear::new(vb.pp("gate_proj"), hidden, intermediate, bias)?,
+            up_proj: Linear::new(vb.pp("up_proj"), hidden, intermediate, bias)?,
+            down_proj: Linear::new(vb.pp("down_proj"), intermediate, hidden, bias)?,
+            gate_up: None,
+        })
+    }
+
+    /// A copy that computes gate and up in one matmul; no gradient flows through it.
+    pub fn fused(&self) -> Result<Self> {
+        Ok(Self {
+            gate_up: Some(Linear::stack(&[&self.gate_proj, &self.up_proj])?),
+            ..self.clone()
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (gate, up) = match &self.gate_up {
+            Some(gate_up) => {
+                let both = gate_up.forward(x)?;
+                let n = self.gate_proj.weight().dim(0)?;
+                (both.narrow(D::Minus1, 0, n)?, both.narrow(D::Minus1, n, n)?)
+            }
+            None => (self.gate_proj.forward(x)?, self.up_proj.forward(x)?),
+        };
+        self.down_proj.forward(&(gate.silu()? * up)?)
+    }
+}
+
+/// An embedding table looked up with `index_select` (which has a backward).
+#[derive(Debug, Clone)]
+pub struct Embedding {
+    table: Tensor,
+}
+
+impl Embedding {
+    pub fn new(vb: VarBuilder, vocab: usize, hidden: usize) -> Result<Self> {
+        Ok(Self {
+            table: vb.get((vocab, hidden), "weight")?,
+        })
+    }
+
+    pub fn table(&self) -> &Tensor {
+        &self.table
+    }
+
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        let mut dims = ids.dims().to_vec();
+        let flat = ids.flatten_all()?;
+        let rows = self.table.index_select(&flat, 0)?;
+        dims.push(self.table.dim(1)?);
+        Ok(rows.reshape(dims)?)
+    }
+}

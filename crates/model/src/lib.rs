@@ -1,0 +1,29 @@
+//! The embedded policy model: Qwen2/Qwen2.5, Qwen3 and Llama decoders on candle, written with ops
+//! that all have a backward so the trainer can differentiate through them; checkpoint loading;
+//! tokenizer and chat template; seeded batched generation; chunked log-probs; and creation of
+//! tiny checkpoints from a seed.
+//!
+//! This crate never reads environment variables, never touches the network and keeps no global
+//! state: device, dtype and seeds are always passed in.
+
+pub mod cache;
+pub mod chat;
+pub mod decoder;
+mod error;
+pub mod generate;
+pub mod init;
+pub mod layers;
+pub mod llama;
+pub mod logprobs;
+pub mod model;
+pub mod qwen2;
+pub mod qwen3;
+pub mod rope;
+pub mod sampling;
+pub mod tokenizer;
+pub mod weights;
+
+pub use cache::KvCache;
+pub use candle_core::{DType, Device, Tensor};
+pub use error::{Error, Result};
+pub use model::{Arch, CausalLm};

@@ -1,0 +1,120 @@
+//! Qwen3 (`model_type: "qwen3"`): RMSNorm of each query and key head before the rotary
+//! embedding, an explicit head_dim, no q/k/v biases unless `attention_bias`.
+
+use candle_core::Tensor;
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+
+use crate::cache::KvCache;
+use crate::decoder::{Decoder, DecoderSpec};
+use crate::qwen2::{check_act, default_act, default_eps, default_max_positions, default_theta};
+use crate::rope::{resolve_rope, RopeScaling};
+use crate::{Error, Result};
+
+/// The fields of a Qwen3 `config.json` this implementation reads.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+pub struct Config {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    #[serde(default)]
+    pub num_key_value_heads: Option<usize>,
+    /// transformers' Qwen3Config defaults this to 128, not hidden_size / heads.
+    #[serde(default = "default_head_dim")]
+    pub head_dim: usize,
+    #[serde(default = "default_max_positions")]
+    pub max_position_embeddings: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_theta: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_scaling: Option<RopeScaling>,
+    /// transformers 5 writes `rope_theta` and the scaling here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_parameters: Option<RopeScaling>,
+    #[serde(default = "default_eps")]
+    pub rms_norm_eps: f64,
+    #[serde(default)]
+    pub tie_word_embeddings: bool,
+    #[serde(default)]
+    pub attention_bias: bool,
+    #[serde(default)]
+    pub use_sliding_window: bool,
+    #[serde(default = "default_act")]
+    pub hidden_act: String,
+}
+
+fn default_head_dim() -> usize {
+    128
+}
+
+impl Config {
+    pub fn spec(&self) -> Result<DecoderSpec> {
+        check_act(&self.hidden_act)?;
+        if self.use_sliding_window {
+            return Err(Error::Unsupported(
+                "Qwen3 with use_sliding_window=true".into(),
+            ));
+        }
+        let (rope_theta, rope_scaling) = resolve_rope(
+            self.rope_theta,
+            self.rope_scaling.as_ref(),
+            self.rope_parameters.as_ref(),
+            default_theta(),
+        );
+        Ok(DecoderSpec {
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            num_hidden_layers: self.num_hidden_layers,
+            num_attention_heads: self.num_attention_heads,
+            num_key_value_heads: self.num_key_value_heads.unwrap_or(self.num_attention_heads),
+            head_dim: self.head_dim,
+            max_position_embeddings: self.max_position_embeddings,
+            rms_norm_eps: self.rms_norm_eps,
+            rope_theta,
+            rope_scaling,
+            qkv_bias: self.attention_bias,
+            o_bias: self.attention_bias,
+            mlp_bias: false,
+            qk_norm: true,
+            tie_word_embeddings: self.tie_word_embeddings,
+        })
+    }
+}
+
+/// A Qwen3 causal language model.
+#[derive(Debug, Clone)]
+pub struct Model {
+    decoder: Decoder,
+}
+
+impl Model {
+    pub fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            decoder: Decoder::new(&cfg.spec()?, vb)?,
+        })
+    }
+
+    /// Logits `[batch, seq, vocab]`; see [`Decoder::hidden`] for the mask and cache.
+    pub fn forward(
+        &self,
+        tokens: &Tensor,
+        attention_mask: Option<&Tensor>,
+        cache: Option<&mut KvCache>,
+    ) -> Result<Tensor> {
+        self.decoder.forward(tokens, attention_mask, cache)
+    }
+
+    pub fn decoder(&self) -> &Decoder {
+        &self.decoder
+    }
+
+    /// See [`Decoder::fused_for_inference`].
+    pub fn fused_for_inference(&self) -> Result<Self> {
+        Ok(Self {
+            decoder: self.decoder.fused_for_inference()?,
+        })
+    }
+}
