@@ -39,7 +39,8 @@ pub struct AgentTask {
 pub struct Budgets {
     /// Policy calls.
     pub max_steps: u32,
-    /// Prompt plus completion tokens of one call.
+    /// Prompt plus completion tokens of one call. Counts the server did not report (the first
+    /// prompt, new observations) are estimated at four bytes a token and padded by a quarter.
     pub max_context_tokens: u64,
     #[serde(with = "crate::serde_seconds")]
     pub wall_clock: Duration,
@@ -151,7 +152,10 @@ pub async fn run_episode(
     };
     let limit = settings.budgets.max_context_tokens;
     let tool_tokens = estimate_tokens(&serde_json::to_string(&tools).unwrap_or_default());
-    let mut context = tool_tokens + estimate_message_tokens(&request.messages);
+    // Estimated token counts are padded by a quarter, so that a prompt whose size is only
+    // estimated (before the server reports usage) does not ask for more tokens than fit.
+    let padded = |tokens: u64| tokens + tokens.div_ceil(4);
+    let mut context = padded(tool_tokens + estimate_message_tokens(&request.messages));
     let mut steps: Vec<Step> = Vec::new();
     let mut segments = SegmentBuilder::default();
     let mut usage = Usage::default();
@@ -166,6 +170,10 @@ pub async fn run_episode(
         let index = steps.len() as u32;
         if index >= settings.budgets.max_steps {
             break Outcome::StepLimit { steps: index };
+        }
+        // A policy that answers at once would otherwise never hit the deadline.
+        if tokio::time::Instant::now() >= deadline {
+            break timeout(started);
         }
         if context >= limit {
             break Outcome::ContextOverflow {
@@ -207,7 +215,10 @@ pub async fn run_episode(
         let used = if completion.usage.prompt_tokens > 0 {
             completion.usage.prompt_tokens + completion.usage.completion_tokens
         } else {
-            context + estimate_message_tokens(std::slice::from_ref(&completion.message))
+            context
+                + padded(estimate_message_tokens(std::slice::from_ref(
+                    &completion.message,
+                )))
         };
         final_context_tokens = used;
         let tokens = match &completion.tokens {
@@ -282,7 +293,7 @@ pub async fn run_episode(
             } else {
                 request.messages.push(Message::user(text));
             }
-            context = used + estimate_message_tokens(&request.messages[before..]);
+            context = used + padded(estimate_message_tokens(&request.messages[before..]));
             let last_error = step.format_error.clone().unwrap_or_default();
             steps.push(step);
             if consecutive_format_errors >= settings.max_format_errors {
@@ -338,7 +349,7 @@ pub async fn run_episode(
             }
         }
         step.tool_seconds = tools_started.elapsed().as_secs_f64();
-        context = used + estimate_message_tokens(&request.messages[before..]);
+        context = used + padded(estimate_message_tokens(&request.messages[before..]));
         steps.push(step);
         if let Some(outcome) = ended {
             break outcome;

@@ -34,18 +34,53 @@ pub struct Options {
     /// Simulated latency of each policy call, in milliseconds.
     #[arg(long, default_value_t = 1000)]
     pub latency_ms: u64,
+    /// Rounds of both phases; the order alternates (agent first in even rounds) so that drift
+    /// in machine load and kernel state affects both alike.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
 }
 
-/// CPU seconds (user + system) of this process and of its reaped children.
-fn cpu_seconds() -> (f64, f64) {
-    let read = |who| {
-        // SAFETY: getrusage writes into the zeroed struct we own.
-        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-        unsafe { libc::getrusage(who, &mut usage) };
-        let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-        seconds(usage.ru_utime) + seconds(usage.ru_stime)
-    };
-    (read(libc::RUSAGE_SELF), read(libc::RUSAGE_CHILDREN))
+/// CPU seconds, user and system, of this process and of its reaped children.
+#[derive(Clone, Copy, Debug, Default)]
+struct Cpu {
+    self_user: f64,
+    self_system: f64,
+    children_user: f64,
+    children_system: f64,
+}
+
+impl Cpu {
+    fn now() -> Cpu {
+        let read = |who| {
+            // SAFETY: getrusage writes into the zeroed struct we own.
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            unsafe { libc::getrusage(who, &mut usage) };
+            let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+            (seconds(usage.ru_utime), seconds(usage.ru_stime))
+        };
+        let (self_user, self_system) = read(libc::RUSAGE_SELF);
+        let (children_user, children_system) = read(libc::RUSAGE_CHILDREN);
+        Cpu {
+            self_user,
+            self_system,
+            children_user,
+            children_system,
+        }
+    }
+
+    /// `self - other` with `sign` -1, `self + other` with `sign` 1.
+    fn combine(self, other: Cpu, sign: f64) -> Cpu {
+        Cpu {
+            self_user: self.self_user + sign * other.self_user,
+            self_system: self.self_system + sign * other.self_system,
+            children_user: self.children_user + sign * other.children_user,
+            children_system: self.children_system + sign * other.children_system,
+        }
+    }
+
+    fn total(&self) -> f64 {
+        self.self_user + self.self_system + self.children_user + self.children_system
+    }
 }
 
 fn resident_bytes() -> u64 {
@@ -72,18 +107,19 @@ fn raise_open_files() -> u64 {
     }
 }
 
-/// What one phase cost.
-#[derive(Debug)]
+/// What a phase cost (summed over rounds; memory is the largest peak).
+#[derive(Debug, Default)]
 struct Phase {
     wall: f64,
-    supervisor_cpu: f64,
-    children_cpu: f64,
+    cpu: Cpu,
     peak_rss_delta: u64,
 }
 
 impl Phase {
-    fn total_cpu(&self) -> f64 {
-        self.supervisor_cpu + self.children_cpu
+    fn add(&mut self, other: Phase) {
+        self.wall += other.wall;
+        self.cpu = self.cpu.combine(other.cpu, 1.0);
+        self.peak_rss_delta = self.peak_rss_delta.max(other.peak_rss_delta);
     }
 }
 
@@ -103,17 +139,16 @@ async fn measure<F: std::future::Future<Output = Result<(), Error>>>(
             }
         })
     };
-    let (self_before, children_before) = cpu_seconds();
+    let before = Cpu::now();
     let start = Instant::now();
     body.await?;
     let wall = start.elapsed().as_secs_f64();
-    let (self_after, children_after) = cpu_seconds();
+    let cpu = Cpu::now().combine(before, -1.0);
     done.store(true, Ordering::Relaxed);
     let _ = sampler.await;
     Ok(Phase {
         wall,
-        supervisor_cpu: self_after - self_before,
-        children_cpu: children_after - children_before,
+        cpu,
         peak_rss_delta: peak.load(Ordering::Relaxed).saturating_sub(rss_before),
     })
 }
@@ -214,62 +249,85 @@ pub async fn run(
         .map_err(|e| Error::io("writing the scratch file", e))?;
     let snapshot = Arc::new(store.import_dir(&scratch, None)?);
     let trajectories = scratch.join("trajectories.jsonl");
+    let rounds = options.rounds.max(1);
     println!(
-        "{} concurrent episodes, {} policy calls each ({} x bash `true`, then submit), {} ms simulated policy latency; open-file limit {open_files}",
+        "{} concurrent episodes, {} policy calls each ({} x bash `true`, then submit), {} ms simulated policy latency, {rounds} round(s); open-file limit {open_files}",
         options.episodes,
         options.steps,
         options.steps.saturating_sub(1),
         options.latency_ms
     );
 
-    // The agent phase first, so that its memory figure is not flattered by pages the
-    // baseline left to the allocator.
+    // The agent phase runs first in the first round, so that its memory figure is not
+    // flattered by pages the baseline left to the allocator.
+    let (mut agent, mut base) = (Phase::default(), Phase::default());
     let mut outcomes = Vec::new();
-    let agent = measure(async {
-        outcomes = agent_loop(options, &sandbox, &snapshot, &trajectories).await?;
-        Ok(())
-    })
-    .await?;
-    let trajectory_bytes = std::fs::metadata(&trajectories).map_or(0, |m| m.len());
-    let base = measure(baseline(options, &sandbox, &snapshot)).await?;
+    let mut trajectory_bytes = 0;
+    for round in 0..rounds {
+        let order = if round % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
+        for agent_turn in order {
+            if agent_turn {
+                let _ = std::fs::remove_file(&trajectories);
+                let phase = measure(async {
+                    let kinds = agent_loop(options, &sandbox, &snapshot, &trajectories).await?;
+                    outcomes.extend(kinds);
+                    Ok(())
+                })
+                .await?;
+                agent.add(phase);
+                trajectory_bytes = std::fs::metadata(&trajectories).map_or(0, |m| m.len());
+            } else {
+                base.add(measure(baseline(options, &sandbox, &snapshot)).await?);
+            }
+        }
+    }
 
-    let n = options.episodes.max(1) as f64;
+    let episodes = options.episodes.max(1) as f64;
     println!(
-        "\n{:<14} {:>8} {:>16} {:>14} {:>11} {:>17} {:>16}",
+        "\nCPU seconds, summed over rounds\n{:<14} {:>8} {:>10} {:>10} {:>11} {:>10} {:>9} {:>14}",
         "phase",
         "wall s",
-        "supervisor CPU s",
-        "children CPU s",
-        "total CPU s",
-        "peak RSS +MiB",
-        "RSS/episode KiB"
+        "self user",
+        "self sys",
+        "child user",
+        "child sys",
+        "total",
+        "peak RSS +MiB"
     );
     for (label, phase) in [("sandbox only", &base), ("agent loop", &agent)] {
         println!(
-            "{label:<14} {:>8.2} {:>16.2} {:>14.2} {:>11.2} {:>17.1} {:>16.1}",
+            "{label:<14} {:>8.2} {:>10.2} {:>10.2} {:>11.2} {:>10.2} {:>9.2} {:>14.1}",
             phase.wall,
-            phase.supervisor_cpu,
-            phase.children_cpu,
-            phase.total_cpu(),
+            phase.cpu.self_user,
+            phase.cpu.self_system,
+            phase.cpu.children_user,
+            phase.cpu.children_system,
+            phase.cpu.total(),
             phase.peak_rss_delta as f64 / (1 << 20) as f64,
-            phase.peak_rss_delta as f64 / 1024.0 / n
         );
     }
-    let extra_cpu = agent.total_cpu() - base.total_cpu();
+    let sandbox_cpu = base.cpu.total().max(1e-9);
+    let extra_user = agent.cpu.self_user - base.cpu.self_user;
+    let extra_total = agent.cpu.total() - base.cpu.total();
+    let runs = episodes * rounds as f64;
     println!(
-        "\norchestration CPU beyond the sandbox's own work: {extra_cpu:.2} s = {:.1}% of the sandbox-only CPU (target < 5%); {:.2} ms per episode",
-        100.0 * extra_cpu / base.total_cpu().max(1e-9),
-        1e3 * extra_cpu / n
+        "\norchestration CPU (supervisor user time, agent minus sandbox only): {extra_user:.2} s = {:.2}% of the sandbox-only CPU (target < 5%); {:.3} ms per episode",
+        100.0 * extra_user / sandbox_cpu,
+        1e3 * extra_user / runs
     );
     println!(
-        "supervisor CPU of the agent run: {:.1}% of one core over its wall time",
-        100.0 * agent.supervisor_cpu / agent.wall.max(1e-9)
+        "all CPU, agent minus sandbox only (kernel-side noise included): {extra_total:.2} s = {:.1}% of the sandbox-only CPU",
+        100.0 * extra_total / sandbox_cpu
     );
     println!(
         "memory per episode: {:.0} KiB in the agent run ({:.0} KiB sandbox only), target < 1024 KiB; trajectories: {:.1} KiB per episode on disk",
-        agent.peak_rss_delta as f64 / 1024.0 / n,
-        base.peak_rss_delta as f64 / 1024.0 / n,
-        trajectory_bytes as f64 / 1024.0 / n
+        agent.peak_rss_delta as f64 / 1024.0 / episodes,
+        base.peak_rss_delta as f64 / 1024.0 / episodes,
+        trajectory_bytes as f64 / 1024.0 / episodes
     );
     let submitted = outcomes
         .iter()
@@ -277,10 +335,10 @@ pub async fn run(
         .count();
     println!("outcomes: {submitted} of {} submitted", outcomes.len());
     let _ = std::fs::remove_dir_all(&scratch);
-    if submitted != options.episodes {
+    if submitted != outcomes.len() {
         return Err(Error::Task(format!(
             "only {submitted} of {} episodes submitted: {outcomes:?}",
-            options.episodes
+            outcomes.len()
         )));
     }
     Ok(())
