@@ -374,8 +374,53 @@ pub async fn synth_state(
         .enumerate()
         .map(|(i, m)| (m.id(), i))
         .collect();
-    bugs.sort_by_key(|b| order.get(&b.bug_id).copied().unwrap_or(usize::MAX));
-    bugs.truncate(options.max_per_repo);
+    let (mut singles, mut combined): (Vec<Bug>, Vec<Bug>) =
+        bugs.into_iter().partition(|b| b.mutations.len() == 1);
+    singles.sort_by_key(|b| order.get(&b.bug_id).copied().unwrap_or(usize::MAX));
+    singles.truncate(options.max_per_repo);
+    combined.sort_by(|a, b| a.bug_id.cmp(&b.bug_id));
+    // Combined bugs: two kept mutations of one function validated together. They give review
+    // its "partial fix" candidates (one of the two changes undone).
+    let combined_cap = (options.max_per_repo / 4).max(1);
+    if options.skills.contains(&Skill::Review) && combined.len() < combined_cap {
+        let mut by_function: BTreeMap<(String, Option<String>), Vec<&Bug>> = BTreeMap::new();
+        for bug in &singles {
+            by_function
+                .entry((bug.file.clone(), bug.function.clone()))
+                .or_default()
+                .push(bug);
+        }
+        let pairs: Vec<Vec<Mutation>> = by_function
+            .values()
+            .filter(|group| group.len() >= 2)
+            .map(|group| vec![group[0].mutations[0].clone(), group[1].mutations[0].clone()])
+            .filter(|pair| !pair[0].overlaps(&pair[1]))
+            .collect();
+        for pair in pairs {
+            if combined.len() >= combined_cap {
+                break;
+            }
+            let ids: Vec<String> = pair.iter().map(Mutation::id).collect();
+            if done.contains_key(&ids.join("+")) {
+                continue;
+            }
+            let seed = derive_seed(project_seed, &ids.join("+"));
+            let started = Instant::now();
+            let outcome = validate(&state, &sandbox, pair, seed, options.test_timeout).await?;
+            if let Outcome::Kept { bug } = &outcome {
+                combined.push((**bug).clone());
+            }
+            let record = CandidateRecord {
+                mutation_ids: ids,
+                operator: "combined".into(),
+                outcome,
+                seconds: started.elapsed().as_secs_f64(),
+            };
+            append_line(&records_path, &record)?;
+        }
+    }
+    let mut bugs = singles;
+    bugs.extend(combined);
     report.bugs = bugs.len();
     report.seconds_candidates = started.elapsed().as_secs_f64();
 

@@ -417,6 +417,15 @@ async fn review(
             }
         }
     }
+    // A partial fix: one of the bug's changes undone, the other left in.
+    if bug.mutations.len() > 1 {
+        if let Ok(text) = mutate::apply_all(&bug.pristine, &bug.mutations[1..]) {
+            options.push((
+                CandidateKind::Partial,
+                FileEdits::new().write(bug.file.clone(), text),
+            ));
+        }
+    }
     // A change in the wrong place: another candidate in another function, bug left in.
     let wrong: Vec<&mutate::Mutation> = ctx
         .other_candidates

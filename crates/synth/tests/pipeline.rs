@@ -217,7 +217,9 @@ async fn mini_project_end_to_end() {
     )
     .await
     .unwrap();
-    assert_eq!(report.bugs, 4, "{report:?}");
+    // 4 single-mutation bugs, plus at most one combined bug (two kept mutations of one function).
+    assert!((4..=5).contains(&report.bugs), "{report:?}");
+    let n_bugs = report.bugs;
     let mut by_skill: BTreeMap<Skill, Vec<Instance>> = BTreeMap::new();
     for skill in Skill::ALL {
         let instances: Vec<Instance> = read_lines(&out.join(format!("{}.jsonl", skill.name())));
@@ -229,7 +231,7 @@ async fn mini_project_end_to_end() {
         Skill::Reproduction,
         Skill::BugFixing,
     ] {
-        assert_eq!(by_skill[&skill].len(), 4, "{skill:?}: {report:?}");
+        assert_eq!(by_skill[&skill].len(), n_bugs, "{skill:?}: {report:?}");
     }
     assert!(!by_skill[&Skill::Review].is_empty(), "{report:?}");
     assert!(!by_skill[&Skill::TestGeneration].is_empty(), "{report:?}");
@@ -266,9 +268,9 @@ async fn mini_project_end_to_end() {
     )
     .await
     .unwrap();
-    assert_eq!(again.bugs, 4);
+    assert_eq!(again.bugs, n_bugs);
     let editing: Vec<Instance> = read_lines(&out.join("editing.jsonl"));
-    assert_eq!(editing.len(), 4);
+    assert_eq!(editing.len(), n_bugs);
 
     // Answers that try to cheat get nothing.
     let mut grader = Grader::new(sandbox.clone(), Duration::from_secs(120));
