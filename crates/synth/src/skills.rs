@@ -384,9 +384,10 @@ async fn review(
     let state = ctx.state;
     let mut rng = ChaCha8Rng::seed_from_u64(bug.seed ^ 0x4e71e);
     let fix = FileEdits::new().write(bug.file.clone(), bug.pristine.clone());
-    let mut options: Vec<(CandidateKind, FileEdits)> = Vec::new();
+    // (kind, candidate edits, tests besides the bug's own that the label must include)
+    let mut options: Vec<(CandidateKind, FileEdits, Vec<String>)> = Vec::new();
     if rng.next_u32() % 2 == 0 {
-        options.push((CandidateKind::Gold, fix.clone()));
+        options.push((CandidateKind::Gold, fix.clone(), Vec::new()));
     }
     // The fix, plus another validated bug elsewhere: breaks other tests.
     if let Some(other) = ctx
@@ -397,6 +398,7 @@ async fn review(
         options.push((
             CandidateKind::BreaksOther,
             fix.clone().write(other.file.clone(), other.buggy.clone()),
+            other.fail_to_pass.clone(),
         ));
     } else if let Some(other) = ctx
         .bugs
@@ -413,6 +415,7 @@ async fn review(
                 options.push((
                     CandidateKind::BreaksOther,
                     FileEdits::new().write(bug.file.clone(), text),
+                    other.fail_to_pass.clone(),
                 ));
             }
         }
@@ -423,6 +426,7 @@ async fn review(
             options.push((
                 CandidateKind::Partial,
                 FileEdits::new().write(bug.file.clone(), text),
+                Vec::new(),
             ));
         }
     }
@@ -444,20 +448,30 @@ async fn review(
             options.push((
                 CandidateKind::WrongPlace,
                 FileEdits::new().write(bug.file.clone(), text),
+                Vec::new(),
             ));
         }
     }
     if options.is_empty() {
-        options.push((CandidateKind::Gold, fix.clone()));
+        options.push((CandidateKind::Gold, fix.clone(), Vec::new()));
     }
-    let (kind, candidate) = options.swap_remove(if options[0].0 == CandidateKind::Gold {
-        0
-    } else {
-        (rng.next_u64() % options.len() as u64) as usize
-    });
+    let (kind, candidate, extra_tests) =
+        options.swap_remove(if options[0].0 == CandidateKind::Gold {
+            0
+        } else {
+            (rng.next_u64() % options.len() as u64) as usize
+        });
     // The label is what the hidden tests say about the buggy code with the candidate applied.
     let buggy = FileEdits::new().write(bug.file.clone(), bug.buggy.clone());
-    let ids: Vec<String> = bug.fail_to_pass.iter().chain(p2p).cloned().collect();
+    // The hidden tests: the bug's own, plus those of any other code the candidate breaks (they
+    // are pass-to-pass tests here: they pass on the pristine code).
+    let mut p2p: Vec<String> = p2p.to_vec();
+    for test in extra_tests {
+        if !p2p.contains(&test) && !bug.fail_to_pass.contains(&test) {
+            p2p.push(test);
+        }
+    }
+    let ids: Vec<String> = bug.fail_to_pass.iter().chain(&p2p).cloned().collect();
     let failing = ctx
         .grader
         .failing_tests(&state.snapshot.id, &buggy.then(&candidate), &ids)
@@ -482,7 +496,7 @@ async fn review(
             candidate_kind: kind,
             label,
             fail_to_pass: bug.fail_to_pass.clone(),
-            pass_to_pass: p2p.to_vec(),
+            pass_to_pass: p2p,
         },
     );
     inst.extra.insert(
