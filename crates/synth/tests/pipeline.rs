@@ -247,6 +247,23 @@ async fn mini_project_end_to_end() {
             );
         }
     }
+    // Review labels come from running the hidden tests: the gold fix is right, the rest is not.
+    for instance in &by_skill[&Skill::Review] {
+        let Task::Review {
+            candidate_kind,
+            label,
+            ..
+        } = &instance.task
+        else {
+            panic!()
+        };
+        assert_eq!(
+            *label,
+            *candidate_kind == tasks::CandidateKind::Gold,
+            "{}: {candidate_kind:?}",
+            instance.instance_id
+        );
+    }
     // Issues never name the changed file or its module.
     for instance in &by_skill[&Skill::Localization] {
         let Task::Localization { issue, gold_files } = &instance.task else {
