@@ -200,15 +200,37 @@ pub fn prepare_cargo(spec: &ProjectSpec, tree: &Path) -> Result<Environment> {
         });
     }
     let cargo_home = tree.with_extension("cargo-home");
-    run(
-        name,
-        Command::new(sysroot.join("bin/cargo"))
-            .args(["generate-lockfile", "--offline"])
+    let lockfile = |offline: bool| {
+        let mut command = Command::new(sysroot.join("bin/cargo"));
+        command
+            .arg("generate-lockfile")
+            .args(offline.then_some("--offline"))
             .current_dir(tree)
             .env("CARGO_HOME", &cargo_home)
-            .env("PATH", format!("{}/bin:/usr/bin:/bin", sysroot.display())),
-        "generating Cargo.lock offline (crates with dependencies are not supported yet)",
-    )?;
+            .env("PATH", format!("{}/bin:/usr/bin:/bin", sysroot.display()));
+        command
+    };
+    // Offline first; a crate with optional or std-workspace dependencies needs the index once
+    // (this runs during `corpus fetch`, which may use the network). Tests still run offline.
+    if run(name, &mut lockfile(true), "generating Cargo.lock offline").is_err() {
+        run(name, &mut lockfile(false), "generating Cargo.lock")?;
+        // The sandbox has no network and no registry: vendor what the lockfile names into the
+        // tree, with the source replacement cargo reads from .cargo/config.toml.
+        run(
+            name,
+            Command::new(sysroot.join("bin/cargo"))
+                .args(["vendor", "--versioned-dirs", "--quiet", "vendor"])
+                .current_dir(tree)
+                .env("CARGO_HOME", &cargo_home)
+                .env("PATH", format!("{}/bin:/usr/bin:/bin", sysroot.display())),
+            "vendoring the dependencies",
+        )?;
+        let dot_cargo = tree.join(".cargo");
+        std::fs::create_dir_all(&dot_cargo).map_err(|e| Error::io(&dot_cargo, e))?;
+        let config = "[source.crates-io]\nreplace-with = \"vendored-sources\"\n\n[source.vendored-sources]\ndirectory = \"vendor\"\n";
+        std::fs::write(dot_cargo.join("config.toml"), config)
+            .map_err(|e| Error::io(&dot_cargo, e))?;
+    }
     let _ = std::fs::remove_dir_all(&cargo_home);
     debug_assert_eq!(spec.ecosystem, Ecosystem::Crates);
     Ok(Environment::Cargo { sysroot })

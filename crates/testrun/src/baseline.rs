@@ -55,6 +55,15 @@ impl Baseline {
                     run.output_tail
                 )));
             }
+            if run.statuses.is_empty() {
+                return Err(Error::Baseline(format!(
+                    "clean run {} of {} ran no tests (exit {:?}):\n{}",
+                    run_idx + 1,
+                    runner.prepared().spec.key(),
+                    run.exit,
+                    run.output_tail
+                )));
+            }
             all.push(run);
         }
         let mut ids: BTreeSet<&String> = BTreeSet::new();
