@@ -247,7 +247,13 @@ pub async fn synth(
     let multi = MultiProgress::new();
     let overall = bar(&multi, projects.len() as u64, "projects".into());
     let candidates = bar(&multi, 0, "candidates".into());
-    let instances = bar(&multi, 0, "instances".into());
+    // How many instances a bug yields is known only once its skills are built: a counter.
+    let instances = multi.add(ProgressBar::no_length());
+    instances.set_style(
+        ProgressStyle::with_template("{prefix:>24} {pos} checked {msg}").expect("valid template"),
+    );
+    instances.set_prefix("instances");
+    let invalid = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let events = {
         let (overall, candidates, instances, multi) = (
             overall.clone(),
@@ -280,15 +286,16 @@ pub async fn synth(
                 candidates.set_position(0);
                 say(&multi, format!("{project}: {total} candidates, {covered} in tested functions, {sampled} sampled"));
             }
-            Event::CandidateDone { kept, .. } => {
-                candidates.inc(1);
-                if kept {
-                    instances.inc_length(1);
-                }
-            }
-            Event::InstanceDone { .. } => {
-                instances.inc_length(0);
+            Event::CandidateDone { .. } => candidates.inc(1),
+            Event::InstanceDone { valid, .. } => {
                 instances.inc(1);
+                if !valid {
+                    invalid.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                instances.set_message(format!(
+                    "({} failed validation)",
+                    invalid.load(std::sync::atomic::Ordering::Relaxed)
+                ));
             }
             Event::ProjectSkipped { project, reason } => {
                 say(&multi, format!("{project}: SKIPPED: {reason}"));

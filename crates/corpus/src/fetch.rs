@@ -82,7 +82,9 @@ pub fn download(url: &str) -> Result<Vec<u8>> {
     })
 }
 
-pub(crate) fn write_atomically(dest: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes `bytes` to `dest` through a temporary sibling and a rename, so a reader never sees a
+/// half-written file.
+pub fn write_atomically(dest: &Path, bytes: &[u8]) -> Result<()> {
     if let Some(parent) = dest.parent() {
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }

@@ -234,22 +234,6 @@ impl<'a> Checker<'a> {
                 file: self.file.to_string(),
             })?;
         let ok = !reparsed.root_node().has_error();
-        if std::env::var_os("MUTATE_DEBUG").is_some() {
-            let full = format!("{}{}{}", &src[..start], replacement, &src[end..]);
-            let full_ok = !self
-                .parser
-                .parse(&full, None)
-                .unwrap()
-                .root_node()
-                .has_error();
-            if full_ok != ok {
-                eprintln!(
-                    "MISMATCH {} unit_ok={ok} {:?}\n---\n{snippet}\n---",
-                    self.file,
-                    &src[start..end]
-                );
-            }
-        }
         Ok(ok)
     }
 }

@@ -6,7 +6,7 @@
 //! function that is also called at import or collection time gets the whole suite. Crates run
 //! their whole suite (they are small).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use corpus::Ecosystem;
@@ -100,17 +100,28 @@ pub fn code_start_lines(source: &str, function: &mutate::Function) -> Vec<usize>
     starts
 }
 
+/// The functions of a source file that the call map can speak for (Python; empty for crates,
+/// whose validations run the whole suite).
+pub fn mapped_functions(state: &ProjectState, source: &str) -> Vec<mutate::Function> {
+    match (&state.coverage, state.spec().ecosystem) {
+        (Some(_), Ecosystem::Pypi) => {
+            mutate::functions(Language::Python, source).unwrap_or_default()
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// The tests to run for a mutation of `function` in `file`: `None` means the whole suite.
+/// `functions` comes from [`mapped_functions`] on the same source.
 pub fn selection_for(
     state: &ProjectState,
     file: &str,
     source: &str,
+    functions: &[mutate::Function],
     function: Option<&str>,
 ) -> Option<Selection> {
-    let stable_passing: BTreeSet<&String> = state.baseline.passing().collect();
     match (&state.coverage, state.spec().ecosystem) {
         (Some(coverage), Ecosystem::Pypi) => {
-            let functions = mutate::functions(Language::Python, source).ok()?;
             let function = functions
                 .iter()
                 .find(|f| Some(f.qualname.as_str()) == function)?;
@@ -118,10 +129,11 @@ pub fn selection_for(
             if coverage.called_outside(file, &lines) {
                 return Some(Selection::All);
             }
+            // The baseline holds stable tests only: flaky ones never get here.
             let tests: Vec<String> = coverage
                 .tests_calling(file, &lines)
                 .into_iter()
-                .filter(|t| stable_passing.contains(t))
+                .filter(|t| state.baseline.statuses.get(t).is_some_and(|s| s.is_pass()))
                 .collect();
             (!tests.is_empty()).then_some(Selection::Ids(tests))
         }
@@ -141,7 +153,9 @@ pub async fn validate(
     let pristine = state.read_pristine(&file).unwrap_or_default();
     let buggy = mutate::apply_all(&pristine, &mutations)?;
     let function = mutations[0].function.clone();
-    let Some(selection) = selection_for(state, &file, &pristine, function.as_deref()) else {
+    let functions = mapped_functions(state, &pristine);
+    let Some(selection) = selection_for(state, &file, &pristine, &functions, function.as_deref())
+    else {
         return Ok(Outcome::Rejected {
             reason: Rejection::Uncovered,
             detail: format!(

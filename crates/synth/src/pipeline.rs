@@ -172,13 +172,20 @@ pub fn project_candidates(state: &ProjectState) -> Result<(usize, Vec<Mutation>)
             continue;
         };
         total += candidates.len();
+        let functions = crate::bugs::mapped_functions(state, &source);
         let mut selection_cache: BTreeMap<Option<String>, bool> = BTreeMap::new();
         for candidate in candidates {
             let has_tests = *selection_cache
                 .entry(candidate.function.clone())
                 .or_insert_with(|| {
-                    crate::bugs::selection_for(state, &file, &source, candidate.function.as_deref())
-                        .is_some()
+                    crate::bugs::selection_for(
+                        state,
+                        &file,
+                        &source,
+                        &functions,
+                        candidate.function.as_deref(),
+                    )
+                    .is_some()
                 });
             if has_tests && candidate.function.is_some() {
                 covered.push(candidate);
@@ -297,7 +304,6 @@ pub async fn synth_state(
         .into_iter()
         .map(|r| (r.mutation_ids.join("+"), r))
         .collect();
-    let semaphore = Arc::new(tokio::sync::Semaphore::new(options.concurrency.max(1)));
     let mut kept = done
         .values()
         .filter(|r| matches!(r.outcome, Outcome::Kept { .. }))
@@ -315,11 +321,6 @@ pub async fn synth_state(
             let Some(mutation) = queue.pop_front() else {
                 break;
             };
-            let permit = semaphore
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|e| Error::Internal(e.to_string()))?;
             let (state, sandbox) = (state.clone(), sandbox.clone());
             let timeout = options.test_timeout;
             let seed = derive_seed(project_seed, &mutation.id());
@@ -328,7 +329,6 @@ pub async fn synth_state(
                 let operator = mutation.operator.name().to_string();
                 let ids = vec![mutation.id()];
                 let outcome = validate(&state, &sandbox, vec![mutation], seed, timeout).await;
-                drop(permit);
                 (ids, operator, outcome, started.elapsed().as_secs_f64())
             });
         }
@@ -578,13 +578,10 @@ impl RunManifest {
     }
 
     pub fn write(&self, out: &Path) -> Result<()> {
-        let path = out.join("manifest.json");
-        let tmp = path.with_extension("tmp");
-        std::fs::write(
-            &tmp,
-            serde_json::to_vec_pretty(self).expect("manifests serialise"),
-        )
-        .map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))
+        let bytes = serde_json::to_vec_pretty(self).expect("manifests serialise");
+        Ok(corpus::fetch::write_atomically(
+            &out.join("manifest.json"),
+            &bytes,
+        )?)
     }
 }

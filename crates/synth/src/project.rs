@@ -103,10 +103,8 @@ fn load_json<T: serde::de::DeserializeOwned>(path: &Path) -> Option<T> {
 }
 
 fn save_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let tmp = path.with_extension("tmp");
     let bytes = serde_json::to_vec(value).expect("cached products serialise");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    Ok(corpus::fetch::write_atomically(path, &bytes)?)
 }
 
 #[derive(Serialize, Deserialize)]

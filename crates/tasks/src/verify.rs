@@ -220,11 +220,6 @@ impl Grader {
         )
     }
 
-    /// The part of an instance's setup that changes code (not the deletion of hidden tests).
-    fn code_setup(spec: &ProjectSpec, setup: &FileEdits) -> FileEdits {
-        Self::source_edits(spec, setup)
-    }
-
     /// Runs `ids` on the pristine snapshot of `snapshot_id` with `edits` applied; returns the
     /// ids that did not pass.
     pub async fn failing_tests(
@@ -288,9 +283,10 @@ impl Grader {
     ) -> Result<Verdict> {
         let project = self.project(instance)?;
         let spec = &project.runner.prepared().spec;
-        // The bug, then the agent's source edits on top (which may rewrite the buggy file).
-        let edits =
-            Self::code_setup(spec, &instance.setup).then(&Self::source_edits(spec, &answer.files));
+        // The bug, then the agent's source edits on top (which may rewrite the buggy file); the
+        // setup's deletions of hidden tests are test paths and drop out, so those tests run.
+        let edits = Self::source_edits(spec, &instance.setup)
+            .then(&Self::source_edits(spec, &answer.files));
         let ids: Vec<String> = f2p.iter().chain(p2p).cloned().collect();
         let run = self
             .run_tests(project, &edits, &Selection::Ids(ids.clone()))
