@@ -115,6 +115,11 @@ impl Prompts {
             .map_err(|e| template_error(name, e))
     }
 
+    /// Whether a template of this name exists.
+    pub fn has_template(&self, name: &str) -> bool {
+        self.env.get_template(name).is_ok()
+    }
+
     fn add_tool_spec(&mut self, name: &str, json: &str) -> Result<()> {
         let spec: ToolSpec = serde_json::from_str(json).map_err(|e| Error::Prompt {
             name: format!("tools/{name}.json"),

@@ -31,6 +31,9 @@ pub struct AgentTask {
     pub user_prompt: String,
     pub submit: SubmitSpec,
     pub tools: EnabledTools,
+    /// Environment of every `bash` command (e.g. the project's virtualenv on `PATH`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<(String, String)>,
 }
 
 /// When an episode is stopped.
@@ -116,6 +119,7 @@ pub async fn run_episode(
         &settings.prompts,
         &task.submit,
         task.tools,
+        &task.env,
     );
     let tools = toolbox.specs()?;
     let mut vars = task.system_vars.clone();

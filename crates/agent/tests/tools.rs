@@ -57,6 +57,7 @@ async fn bash_runs_commands_and_reports_what_happened() {
         &prompts,
         &submit,
         EnabledTools::default(),
+        &[],
     );
 
     let o = call(
@@ -130,6 +131,7 @@ async fn editor_views_files_and_directories() {
         &prompts,
         &submit,
         EnabledTools::default(),
+        &[],
     );
 
     let o = edit(
@@ -269,6 +271,7 @@ async fn editor_views_files_and_directories() {
         &prompts,
         &submit,
         EnabledTools::default(),
+        &[],
     );
     let o = edit(
         &mut tools,
@@ -348,6 +351,7 @@ async fn str_replace_cases() {
         &prompts,
         &submit,
         EnabledTools::default(),
+        &[],
     );
     let cases: &[ReplaceCase] = &[
         ("a = 1\nb = 2\n", Some("b = 2"), Some("b = 3"), Ok("a = 1\nb = 3\n")),
@@ -400,6 +404,7 @@ async fn edits_show_a_snippet_keep_the_mode_and_can_be_undone() {
         &prompts,
         &submit,
         EnabledTools::default(),
+        &[],
     );
 
     let o = edit(&mut tools, json!({"command": "str_replace", "path": "pkg/calc.py", "old_str": "return a - b", "new_str": "return a - b  # fixed"})).await;
@@ -535,7 +540,7 @@ async fn submit_checks_its_schema_and_tools_can_be_disabled() {
         bash: false,
         editor: true,
     };
-    let mut tools = Toolbox::new(&episode, &settings, &prompts, &submit, enabled);
+    let mut tools = Toolbox::new(&episode, &settings, &prompts, &submit, enabled, &[]);
     assert_eq!(tools.names(), vec!["str_replace_editor", "submit"]);
     let specs = tools.specs().unwrap();
     assert_eq!(specs[1].name, "submit");

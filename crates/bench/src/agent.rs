@@ -208,6 +208,7 @@ async fn agent_loop(
         user_prompt: "Run `true`, then submit.".into(),
         submit: SubmitSpec::no_arguments("Submit when done."),
         tools: EnabledTools::default(),
+        env: Vec::new(),
     });
     let (writer, _) = JsonlWriter::open(trajectories, WriterConfig::default())?;
     let sink = Arc::new(writer.spawn());

@@ -7,6 +7,7 @@
 
 pub mod bugs;
 pub mod error;
+pub mod fixture;
 pub mod issue;
 pub mod pipeline;
 pub mod project;

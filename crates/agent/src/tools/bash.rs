@@ -24,6 +24,7 @@ pub async fn run(
     episode: &Episode,
     settings: &ToolSettings,
     prompts: &Prompts,
+    env: &[(String, String)],
     command: &str,
 ) -> Result<Observation> {
     if command.trim().is_empty() {
@@ -31,8 +32,9 @@ pub async fn run(
     }
     // `exec 2>&1` on the command's own first line keeps the order of stdout and stderr and
     // the line numbers of bash's messages.
-    let request =
+    let mut request =
         ExecRequest::shell(format!("exec 2>&1; {command}")).timeout(settings.command_timeout);
+    request.env = env.to_vec();
     let result = episode.exec(&request).await?;
     let shown = shorten(
         &[&result.stdout, &result.stderr],

@@ -125,6 +125,7 @@ pub struct Toolbox<'a> {
     prompts: &'a Prompts,
     submit: &'a SubmitSpec,
     enabled: EnabledTools,
+    env: &'a [(String, String)],
     history: editor::EditHistory,
 }
 
@@ -135,6 +136,7 @@ impl<'a> Toolbox<'a> {
         prompts: &'a Prompts,
         submit: &'a SubmitSpec,
         enabled: EnabledTools,
+        env: &'a [(String, String)],
     ) -> Toolbox<'a> {
         Toolbox {
             episode,
@@ -142,6 +144,7 @@ impl<'a> Toolbox<'a> {
             prompts,
             submit,
             enabled,
+            env,
             history: editor::EditHistory::default(),
         }
     }
@@ -193,7 +196,7 @@ impl<'a> Toolbox<'a> {
             }
             BASH if self.enabled.bash => match arguments.get("command").and_then(Value::as_str) {
                 Some(command) => {
-                    bash::run(self.episode, self.settings, self.prompts, command).await?
+                    bash::run(self.episode, self.settings, self.prompts, self.env, command).await?
                 }
                 None => Observation::error(
                     "Parameter `command` (a string) is required for `bash`; nothing was run.",

@@ -100,5 +100,6 @@ pub fn task() -> AgentTask {
             }),
         },
         tools: EnabledTools::default(),
+        env: Vec::new(),
     }
 }

@@ -1,0 +1,51 @@
+//! The one error type of the eval crate: what stops a whole run. Whatever goes wrong inside
+//! one episode is data in its [`crate::EpisodeRecord`].
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Agent(#[from] agent::Error),
+    #[error(transparent)]
+    Tasks(#[from] tasks::Error),
+    #[error(transparent)]
+    Sandbox(#[from] sandbox::Error),
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("no prepared project `{name}-{version}` in the corpus cache {cache}; run `atomskill corpus fetch` (or `synth`) for it first")]
+    MissingProject {
+        name: String,
+        version: String,
+        cache: PathBuf,
+    },
+    #[error("project `{name}-{version}` changed since the tasks were made: its tree is snapshot {found}, the tasks name {expected}")]
+    SnapshotChanged {
+        name: String,
+        version: String,
+        expected: String,
+        found: String,
+    },
+    #[error("no task instances in {0}")]
+    NoInstances(PathBuf),
+    #[error(
+        "{path} was written by a different run ({what}); use another --out or the same options"
+    )]
+    RunMismatch { path: PathBuf, what: String },
+    #[error("report: {0}")]
+    Report(String),
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! A small real Python project with a real pytest suite (7 tests over 4 functions and a
+//! method), for the tests of the task factory and of everything built on it.
+//!
+//! Not for production use: it needs root (the sandbox) and a virtualenv with pytest.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use corpus::{Ecosystem, Environment, InstallMode, Prepared, ProjectSpec};
+use sandbox::{Isolation, Limits, Sandbox, SandboxConfig, SnapshotStore};
+
+pub const MINI_CORE: &str = r#"def clamp(x, lo, hi):
+    """Clamp x into the closed interval [lo, hi]."""
+    if x < lo:
+        return lo
+    if x > hi:
+        return hi
+    return x
+
+
+def mean_abs(values):
+    """Mean of the absolute values."""
+    total = 0
+    for value in values:
+        total += abs(value)
+    return total / len(values)
+
+
+def words(text):
+    """Lower-cased words of a text."""
+    return [word.lower() for word in text.split() if word]
+
+
+class Counter:
+    def __init__(self, start=0):
+        self.count = start
+
+    def bump(self, by=1):
+        if by < 0:
+            raise ValueError("negative step")
+        self.count = self.count + by
+        return self.count
+"#;
+
+pub const MINI_TESTS: &str = r#"import pytest
+
+from mini import Counter, clamp, mean_abs, words
+
+
+def test_clamp_inside():
+    assert clamp(5, 0, 10) == 5
+
+
+def test_clamp_low():
+    assert clamp(-3, 0, 10) == 0
+
+
+def test_clamp_high():
+    assert clamp(30, 0, 10) == 10
+
+
+def test_mean_abs():
+    assert mean_abs([1, -3]) == 2
+
+
+def test_words():
+    assert words("Hello  World") == ["hello", "world"]
+
+
+def test_counter():
+    c = Counter(2)
+    assert c.bump() == 3
+    assert c.bump(4) == 7
+
+
+def test_counter_negative():
+    with pytest.raises(ValueError):
+        Counter().bump(-1)
+"#;
+
+fn write(root: &Path, path: &str, text: &str) {
+    let path = root.join(path);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+/// The mini project, unpacked under `dir`, tested with the virtualenv in `ATOMSKILL_TEST_VENV`
+/// (a virtualenv with pytest; scripts/test makes it).
+pub fn mini_project(dir: &Path) -> Prepared {
+    let venv = std::env::var_os("ATOMSKILL_TEST_VENV")
+        .expect("ATOMSKILL_TEST_VENV: a virtualenv with pytest (scripts/test makes one)");
+    let venv = std::path::PathBuf::from(venv).canonicalize().unwrap();
+    let tree = dir.join("mini-1.0");
+    write(
+        &tree,
+        "src/mini/__init__.py",
+        "from .core import Counter, clamp, mean_abs, words\n",
+    );
+    write(&tree, "src/mini/core.py", MINI_CORE);
+    write(&tree, "tests/test_core.py", MINI_TESTS);
+    let spec = ProjectSpec {
+        name: "mini".into(),
+        ecosystem: Ecosystem::Pypi,
+        version: "1.0".into(),
+        archive: "mini-1.0.tar.gz".into(),
+        url: "file:///nonexistent".into(),
+        sha256: "0".repeat(64),
+        root: "mini-1.0".into(),
+        requires_python: None,
+        source_dir: "src".into(),
+        packages: vec!["mini".into()],
+        tests: vec!["tests".into()],
+        test_deps: vec![],
+        install: InstallMode::Pythonpath,
+        test_command: [
+            "python",
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "tests",
+        ]
+        .map(String::from)
+        .to_vec(),
+        ignore: vec![],
+        deselect: vec![],
+        env: BTreeMap::new(),
+        measured: None,
+    };
+    let environment = Environment::Python { venv };
+    let mut run_env: BTreeMap<String, String> =
+        [("PYTHONDONTWRITEBYTECODE", "1"), ("PYTHONHASHSEED", "0")]
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .into();
+    run_env.extend(environment.run_env(&spec));
+    Prepared {
+        spec,
+        tree,
+        environment,
+        run_env,
+        skipped_links: vec![],
+    }
+}
+
+/// A fully isolated sandbox (needs root) with `venv` mounted read-only, and a snapshot store,
+/// both under `dir`.
+pub fn test_sandbox(dir: &Path, venv: &Path) -> (Arc<Sandbox>, SnapshotStore) {
+    let config = SandboxConfig {
+        isolation: Isolation::Full,
+        runtime_dir: dir.join("run"),
+        sandbox_uid: 210_000,
+        sandbox_gid: 210_000,
+        read_only_mounts: vec![venv.to_path_buf()],
+        ..SandboxConfig::default()
+    };
+    let sandbox = Sandbox::new(
+        config,
+        Limits {
+            timeout: Duration::from_secs(120),
+            ..Limits::default()
+        },
+    )
+    .expect("these tests need root for the sandbox");
+    let store = SnapshotStore::new(dir.join("snapshots"), sandbox.snapshot_owner());
+    (Arc::new(sandbox), store)
+}
