@@ -24,6 +24,7 @@ pub use crate::chat::{
 };
 pub use crate::error::{Error, Result};
 pub use crate::json_repair::Repair;
+pub use crate::openai::wire;
 pub use crate::openai::wire::token_id_of;
 pub use crate::openai::{OpenAiConfig, OpenAiPolicy};
 pub use crate::scripted::{empty_arguments, NullPolicy, ScriptedPolicy, ScriptedTurn, SUBMIT_TOOL};

@@ -7,6 +7,7 @@
 //! request's number; choice `i` samples with `derive_seed(seed, i)`.
 
 pub mod error;
+pub mod local;
 pub mod openai;
 pub mod worker;
 
@@ -34,6 +35,7 @@ use serde_json::{json, Map, Value as Json};
 use tokio::sync::mpsc;
 
 pub use error::{ApiError, Error, Result};
+pub use local::LocalPolicy;
 use openai::{parse_tool_calls, template_messages, tool_calls_json, ChatRequest};
 use worker::{SequenceEvent, Worker};
 
@@ -258,6 +260,18 @@ async fn chat_completions(State(state): State<Arc<AppState>>, body: Bytes) -> Re
             Err(e) => e.into_response(),
         }
     }
+}
+
+/// A whole (non-streamed) chat completion for a request body, without HTTP: what the server
+/// would answer, as JSON.
+pub async fn complete_json(state: &AppState, body: &[u8]) -> std::result::Result<Json, ApiError> {
+    let prepared = prepare(state, body)?;
+    let events = state
+        .worker
+        .submit(prepared.sequences.clone())
+        .ok_or_else(|| ApiError::internal("the model worker has stopped"))?;
+    let choices = collect(prepared.sequences.len(), &prepared, events).await?;
+    Ok(full_response(state, &prepared, &choices))
 }
 
 /// The tokens of one choice so far.

@@ -1,0 +1,66 @@
+//! The embedded model as a [`policy::Policy`] in the same process: each request takes exactly
+//! the path an HTTP request to `atomskill serve` takes (chat template, tokenizer, batched
+//! worker, tool-call parsing, vLLM-style token ids and log-probs), minus the socket.
+
+use std::sync::Arc;
+
+use policy::{ChatRequest, Completion, Policy};
+use serde_json::Map;
+
+use crate::{complete_json, AppState, Result, ServeOptions};
+
+/// The embedded model, in process.
+#[derive(Clone)]
+pub struct LocalPolicy {
+    state: Arc<AppState>,
+    label: String,
+}
+
+impl LocalPolicy {
+    /// Loads the checkpoint and starts its worker thread.
+    pub fn load(options: &ServeOptions) -> Result<LocalPolicy> {
+        let state = AppState::load(options)?;
+        Ok(LocalPolicy::new(
+            state,
+            options.model_dir.display().to_string(),
+        ))
+    }
+
+    pub fn new(state: Arc<AppState>, label: String) -> LocalPolicy {
+        LocalPolicy { state, label }
+    }
+}
+
+#[async_trait::async_trait]
+impl Policy for LocalPolicy {
+    fn describe(&self) -> String {
+        format!("local:{}", self.label)
+    }
+
+    async fn complete(&self, request: &ChatRequest) -> policy::Result<Vec<Completion>> {
+        let body = policy::wire::request_body(self.state.model_name(), request, &Map::new());
+        let bytes = serde_json::to_vec(&body).expect("request bodies serialise");
+        match complete_json(&self.state, &bytes).await {
+            Ok(response) => {
+                let bytes = serde_json::to_vec(&response).expect("responses serialise");
+                policy::wire::parse_response(&bytes, request.sampling.n).map_err(|message| {
+                    policy::Error::BadResponse {
+                        endpoint: self.describe(),
+                        message,
+                    }
+                })
+            }
+            Err(error) if error.message.contains("maximum context length") => {
+                Err(policy::Error::ContextLength {
+                    message: error.message,
+                })
+            }
+            Err(error) => Err(policy::Error::Http {
+                endpoint: self.describe(),
+                status: error.status.as_u16(),
+                body: error.body().to_string(),
+                retry_after: None,
+            }),
+        }
+    }
+}
