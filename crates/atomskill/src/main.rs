@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+mod eval_cli;
 mod factory;
 
 use anyhow::{Context as _, Result};
@@ -44,8 +45,8 @@ enum Command {
     /// Export or import bug-fixing instances as SWE-bench JSONL.
     #[command(subcommand)]
     Swebench(factory::SweBenchCommand),
-    /// Evaluate a policy: Avg@k and pass@k per skill (issue 4).
-    Eval(Planned),
+    /// Evaluate a policy on task instances: Avg@k and pass@k per skill, an HTML report.
+    Eval(eval_cli::EvalArgs),
     /// Create and inspect models.
     #[command(subcommand)]
     Model(model_cli::ModelCommand),
@@ -301,7 +302,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             bench::model::run(&options)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Eval(_) => planned("eval", 4),
+        Command::Eval(args) => eval_cli::run_eval(&home, args).await,
         Command::Model(command) => model_cli::run_model(command),
         Command::Serve(args) => model_cli::run_serve(args).await,
         Command::Sft(_) => planned("sft", 6),

@@ -89,7 +89,7 @@ pub struct ServeArgs {
     seed: u64,
 }
 
-fn device(name: &str) -> Result<Device> {
+pub fn device(name: &str) -> Result<Device> {
     Ok(match name {
         "cpu" => Device::Cpu,
         "cuda" => Device::new_cuda(0)?,
@@ -100,7 +100,7 @@ fn device(name: &str) -> Result<Device> {
     })
 }
 
-fn dtype(name: &str) -> Result<DType> {
+pub fn dtype(name: &str) -> Result<DType> {
     Ok(match name {
         "f32" | "float32" => DType::F32,
         "bf16" | "bfloat16" => DType::BF16,

@@ -11,7 +11,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(
-        "invalid policy `{spec}`: {reason}. Expected `openai:URL[,URL...]`, `null` or `oracle`"
+        "invalid policy `{spec}`: {reason}. Expected `openai:URL[,URL...]`, `local:DIR`, `null` or `oracle`"
     )]
     InvalidSpec { spec: String, reason: String },
 

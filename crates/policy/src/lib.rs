@@ -55,6 +55,8 @@ pub enum PolicySpec {
     /// `oracle`: solves each instance from its gold answer; built per instance by the caller as
     /// a [`ScriptedPolicy`].
     Oracle,
+    /// `local:DIR`: the embedded model from a checkpoint directory, in process.
+    Local { model_dir: std::path::PathBuf },
 }
 
 impl std::str::FromStr for PolicySpec {
@@ -68,6 +70,15 @@ impl std::str::FromStr for PolicySpec {
         match spec.trim() {
             "null" => Ok(PolicySpec::Null),
             "oracle" => Ok(PolicySpec::Oracle),
+            other if other.starts_with("local:") => {
+                let dir = other["local:".len()..].trim();
+                if dir.is_empty() {
+                    return Err(invalid("no checkpoint directory after `local:`"));
+                }
+                Ok(PolicySpec::Local {
+                    model_dir: dir.into(),
+                })
+            }
             other => {
                 let urls = other
                     .strip_prefix("openai:")
@@ -119,6 +130,13 @@ mod tests {
             }),
         );
         check("openai:", None);
+        check(
+            "local:/models/tiny",
+            Some(PolicySpec::Local {
+                model_dir: "/models/tiny".into(),
+            }),
+        );
+        check("local:", None);
         check("openai:localhost:8000", None);
         check("vllm:http://a", None);
         check("", None);

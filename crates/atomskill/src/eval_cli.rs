@@ -1,0 +1,260 @@
+//! `atomskill eval`: k episodes of every task instance with a policy, graded by the verifiers;
+//! Avg@k and pass@k per skill, a results directory and an HTML report.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent::{AgentSettings, Prompts};
+use anyhow::{bail, Context as _, Result};
+use clap::Args;
+use eval::{EvalEvent, EvalOptions, PolicyChoice, Projects, Rollout, Summary};
+use indicatif::{ProgressBar, ProgressStyle};
+use policy::{OpenAiConfig, OpenAiPolicy, Policy, PolicySpec};
+use tasks::{Instance, Skill};
+
+#[derive(Args, Clone)]
+pub struct EvalArgs {
+    /// Task instances: a directory of `<skill>.jsonl` files (as `synth` writes) or one file.
+    #[arg(long)]
+    pub tasks: PathBuf,
+    /// `oracle`, `null`, `openai:URL[,URL...]` or `local:DIR` (the embedded model).
+    #[arg(long)]
+    pub policy: String,
+    /// The model name sent to an `openai:` server.
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Samples per instance.
+    #[arg(long, default_value_t = 3)]
+    pub k: u32,
+    /// Episodes at once.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// The results directory; rerunning with the same one continues it.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Only these skills.
+    #[arg(long, value_delimiter = ',')]
+    pub skills: Vec<Skill>,
+    /// At most this many instances per skill (the first by id).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[command(flatten)]
+    pub agent: AgentArgs,
+}
+
+/// How episodes run.
+#[derive(Args, Clone)]
+pub struct AgentArgs {
+    /// Policy calls per episode.
+    #[arg(long, default_value_t = 30)]
+    pub max_steps: u32,
+    /// Context budget in tokens.
+    #[arg(long, default_value_t = 16_384)]
+    pub max_context_tokens: u64,
+    /// Wall-clock budget of one episode in seconds.
+    #[arg(long, default_value_t = 900)]
+    pub episode_timeout: u64,
+    /// Wall-clock limit of one test run while grading, in seconds.
+    #[arg(long, default_value_t = 300)]
+    pub test_timeout: u64,
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    /// Tokens per reply.
+    #[arg(long)]
+    pub max_tokens: Option<u32>,
+    /// A directory of prompt templates overriding the embedded ones.
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+    /// Describe the tools in the system prompt (for servers that do not render tools).
+    #[arg(long)]
+    pub tools_in_prompt: bool,
+}
+
+impl AgentArgs {
+    pub fn settings(&self) -> Result<AgentSettings> {
+        let mut prompts = match &self.prompts {
+            Some(dir) => Prompts::from_dir(dir)?,
+            None => Prompts::embedded()?,
+        };
+        eval::task::add_templates(&mut prompts)?;
+        let mut settings = AgentSettings::new(prompts);
+        settings.budgets.max_steps = self.max_steps;
+        settings.budgets.max_context_tokens = self.max_context_tokens;
+        settings.budgets.wall_clock = Duration::from_secs(self.episode_timeout);
+        settings.sampling.temperature = self.temperature;
+        settings.sampling.top_p = self.top_p;
+        settings.sampling.max_tokens = self.max_tokens;
+        settings.tools_in_prompt = self.tools_in_prompt;
+        Ok(settings)
+    }
+}
+
+/// Instances of `path` (a directory or a file), filtered by skill and capped per skill.
+pub fn load_instances(
+    path: &Path,
+    skills: &[Skill],
+    limit: Option<usize>,
+) -> Result<Vec<Instance>> {
+    let mut instances = if path.is_dir() {
+        tasks::store::read_dir(path)?
+    } else {
+        tasks::store::read_jsonl(path)?
+    };
+    instances.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+    let mut taken: std::collections::BTreeMap<Skill, usize> = Default::default();
+    instances.retain(|instance| {
+        let skill = instance.skill();
+        let n = taken.entry(skill).or_default();
+        let keep = (skills.is_empty() || skills.contains(&skill)) && limit.is_none_or(|l| *n < l);
+        if keep {
+            *n += 1;
+        }
+        keep
+    });
+    if instances.is_empty() {
+        bail!("no task instances in {} (after filtering)", path.display());
+    }
+    Ok(instances)
+}
+
+/// The policy of a `--policy` spec.
+pub fn policy_choice(spec: &str, model: Option<&str>) -> Result<(PolicyChoice, String)> {
+    Ok(match spec.parse::<PolicySpec>()? {
+        PolicySpec::Oracle => (PolicyChoice::Oracle, "oracle".into()),
+        PolicySpec::Null => (PolicyChoice::Null, "null".into()),
+        PolicySpec::OpenAi { endpoints } => {
+            let model = model.context("--model NAME is required with an openai: policy")?;
+            let label = format!("openai:{} model {model}", endpoints.join(","));
+            let policy: Arc<dyn Policy> =
+                Arc::new(OpenAiPolicy::new(OpenAiConfig::new(endpoints, model))?);
+            (PolicyChoice::Shared(policy), label)
+        }
+        PolicySpec::Local { model_dir } => {
+            let options = serve::ServeOptions {
+                model_dir: model_dir.clone(),
+                model_name: None,
+                dtype: model::DType::F32,
+                device: model::Device::Cpu,
+                max_batch: 64,
+                seed: 0,
+            };
+            let policy = serve::LocalPolicy::load(&options)
+                .with_context(|| format!("loading the model in {}", model_dir.display()))?;
+            (
+                PolicyChoice::Shared(Arc::new(policy)),
+                format!("local:{}", model_dir.display()),
+            )
+        }
+    })
+}
+
+/// A progress bar over the episodes, showing the running mean reward.
+pub fn episode_bar(prefix: &str) -> (ProgressBar, impl Fn(EvalEvent) + Send + Sync) {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>12} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(prefix.to_string());
+    let handle = bar.clone();
+    let totals = std::sync::Mutex::new((0.0f64, 0usize, 0usize));
+    let on_event = move |event: EvalEvent| match event {
+        EvalEvent::Planned { total, done } => {
+            handle.set_length(total as u64);
+            handle.set_position(done as u64);
+        }
+        EvalEvent::Finished(record) => {
+            let mut totals = totals.lock().expect("progress lock");
+            match record.success {
+                Some(success) => {
+                    totals.0 += f64::from(u8::from(success));
+                    totals.1 += 1;
+                }
+                None => totals.2 += 1,
+            }
+            handle.set_message(format!(
+                "success {:.2}, unscored {}",
+                totals.0 / totals.1.max(1) as f64,
+                totals.2
+            ));
+            handle.inc(1);
+        }
+    };
+    (bar, on_event)
+}
+
+/// Prints the per-skill table.
+pub fn print_summary(summary: &Summary) {
+    let k = summary.k;
+    println!(
+        "{:<18} {:>9} {:>8} {:>12} {:>12} {:>8} {:>8} {:>9}",
+        "skill",
+        "instances",
+        "episodes",
+        format!("Avg@{k}"),
+        "success",
+        "pass@1",
+        format!("pass@{k}"),
+        "unscored"
+    );
+    for s in summary.skills.iter().chain(std::iter::once(&summary.total)) {
+        println!(
+            "{:<18} {:>9} {:>8} {:>12.3} {:>12.3} {:>8.3} {:>8.3} {:>9}",
+            s.skill,
+            s.instances,
+            s.episodes,
+            s.avg_reward,
+            s.avg_success,
+            s.pass_at.first().copied().unwrap_or(f64::NAN),
+            s.pass_at.last().copied().unwrap_or(f64::NAN),
+            s.infrastructure_failures
+        );
+    }
+}
+
+/// A rollout over the projects of `instances`, found in the corpus cache under `home`.
+pub fn rollout_for(home: &Path, instances: &[Instance], agent: &AgentArgs) -> Result<Rollout> {
+    let (sandbox, store) = crate::factory_sandbox(home)?;
+    let cache = corpus::Cache::new(home.join("corpus"));
+    let projects = Projects::resolve(&cache, &store, instances)?;
+    Ok(Rollout::new(
+        sandbox,
+        projects,
+        agent.settings()?,
+        Duration::from_secs(agent.test_timeout),
+    ))
+}
+
+pub async fn run_eval(home: &Path, args: EvalArgs) -> Result<ExitCode> {
+    let instances = load_instances(&args.tasks, &args.skills, args.limit)?;
+    let (choice, label) = policy_choice(&args.policy, args.model.as_deref())?;
+    let rollout = rollout_for(home, &instances, &args.agent)?;
+    let options = EvalOptions {
+        k: args.k,
+        concurrency: args.concurrency,
+        seed: args.seed,
+        out: args.out.clone(),
+        policy_label: label,
+        tasks_label: args.tasks.display().to_string(),
+        report_title: "atomskill evaluation".into(),
+    };
+    let (bar, on_event) = episode_bar("episodes");
+    let summary = eval::run_eval(&rollout, &choice, &instances, &options, &on_event).await?;
+    bar.finish();
+    print_summary(&summary);
+    println!(
+        "results: {}  report: {}",
+        args.out.join(eval::store::SUMMARY_FILE).display(),
+        args.out.join(eval::store::REPORT_FILE).display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
