@@ -157,6 +157,19 @@ impl Engine {
         &self.model
     }
 
+    /// Replaces the weights (a trainer's weight sync). Sequences in flight go on with the new
+    /// weights from their next token; their cached keys and values stay as computed. Every
+    /// token's recorded log-prob is that of the weights that sampled it.
+    pub fn set_model(&mut self, model: CausalLm) {
+        self.model = match model.fused_for_inference() {
+            Ok(fused) => fused,
+            Err(e) => {
+                tracing::warn!("generating without stacked projections: {e}");
+                model
+            }
+        };
+    }
+
     pub fn tokenizer(&self) -> Option<&Tokenizer> {
         self.tokenizer.as_ref()
     }

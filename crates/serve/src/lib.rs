@@ -103,6 +103,16 @@ impl AppState {
     pub fn model_name(&self) -> &str {
         &self.model_name
     }
+
+    /// Replaces the served weights (same architecture and tokenizer); requests after this
+    /// returns are answered by them.
+    pub async fn set_model(&self, model: CausalLm) -> Result<()> {
+        if self.worker.set_model(model).await {
+            Ok(())
+        } else {
+            Err(Error::Engine("the model worker has stopped".into()))
+        }
+    }
 }
 
 /// The HTTP routes.

@@ -2,6 +2,7 @@
 //! the path an HTTP request to `atomskill serve` takes (chat template, tokenizer, batched
 //! worker, tool-call parsing, vLLM-style token ids and log-probs), minus the socket.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use policy::{ChatRequest, Completion, Policy};
@@ -14,6 +15,7 @@ use crate::{complete_json, AppState, Result, ServeOptions};
 pub struct LocalPolicy {
     state: Arc<AppState>,
     label: String,
+    version: Arc<AtomicU64>,
 }
 
 impl LocalPolicy {
@@ -27,7 +29,23 @@ impl LocalPolicy {
     }
 
     pub fn new(state: Arc<AppState>, label: String) -> LocalPolicy {
-        LocalPolicy { state, label }
+        LocalPolicy {
+            state,
+            label,
+            version: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Swaps in new weights (a trainer's weight sync) and records their version.
+    pub async fn set_model(&self, model: model::CausalLm, version: u64) -> Result<()> {
+        self.state.set_model(model).await?;
+        self.version.store(version, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// The version of the weights in use (0 for those loaded at start).
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::SeqCst)
     }
 }
 

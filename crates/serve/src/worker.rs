@@ -24,6 +24,11 @@ pub enum Command {
         requests: Vec<Request>,
         events: mpsc::UnboundedSender<SequenceEvent>,
     },
+    /// Replace the model's weights between two steps; `done` is told once they are in place.
+    SetModel {
+        model: Box<model::CausalLm>,
+        done: tokio::sync::oneshot::Sender<()>,
+    },
 }
 
 /// Handle to the worker thread.
@@ -49,6 +54,16 @@ impl Worker {
             .send(Command::Submit { requests, events })
             .ok()
             .map(|_| receiver)
+    }
+
+    /// Replaces the weights; returns once the worker uses them (false if it is gone).
+    pub async fn set_model(&self, model: model::CausalLm) -> bool {
+        let (done, wait) = tokio::sync::oneshot::channel();
+        let sent = self.commands.send(Command::SetModel {
+            model: Box::new(model),
+            done,
+        });
+        sent.is_ok() && wait.await.is_ok()
     }
 }
 
@@ -115,6 +130,10 @@ fn handle(
     command: Command,
 ) {
     match command {
+        Command::SetModel { model, done } => {
+            engine.set_model(*model);
+            let _ = done.send(());
+        }
         Command::Submit { requests, events } => {
             for request in requests {
                 let id = request.id;

@@ -80,6 +80,26 @@ async fn in_process_equals_http() {
     // Different seeds sample differently (the two choices of one request, too).
     assert_ne!(a[0].tokens, a[1].tokens);
 
+    // Weight sync: other weights answer differently; the original ones again as before.
+    let other_dir = root.path().join("other");
+    init_checkpoint(
+        &InitOptions {
+            seed: 6,
+            ..init.clone()
+        },
+        &other_dir,
+    )
+    .unwrap();
+    let other = model::CausalLm::load(&other_dir, DType::F32, &model::Device::Cpu).unwrap();
+    local.set_model(other, 1).await.unwrap();
+    assert_eq!(local.version(), 1);
+    let c = local.complete(&request).await.unwrap();
+    assert_ne!(c[0].tokens, a[0].tokens);
+    let original =
+        model::CausalLm::load(&root.path().join("tiny"), DType::F32, &model::Device::Cpu).unwrap();
+    local.set_model(original, 2).await.unwrap();
+    assert_eq!(local.complete(&request).await.unwrap(), a);
+
     let long = ChatRequest {
         messages: vec![Message::user("word ".repeat(20_000))],
         ..request.clone()
