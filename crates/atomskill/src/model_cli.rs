@@ -89,7 +89,7 @@ pub struct ServeArgs {
     seed: u64,
 }
 
-fn device(name: &str) -> Result<Device> {
+pub(crate) fn device(name: &str) -> Result<Device> {
     Ok(match name {
         "cpu" => Device::Cpu,
         "cuda" => Device::new_cuda(0)?,
