@@ -3,6 +3,7 @@
 //! This is the only place that reads environment variables or installs a tracing subscriber.
 
 mod model_cli;
+mod train_cli;
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -53,7 +54,7 @@ enum Command {
     /// Serve a model over the OpenAI-compatible API.
     Serve(model_cli::ServeArgs),
     /// Supervised fine-tuning on verified trajectories (issue 6).
-    Sft(Planned),
+    Sft(train_cli::SftArgs),
     /// Joint GRPO over the skill mixture (issue 6).
     Train(Planned),
     /// The whole recipe end to end at small scale (issue 7).
@@ -122,6 +123,8 @@ enum BenchCommand {
     Agent(bench::agent::Options),
     /// Forward pass against PyTorch eager; in-process generation throughput.
     Model(bench::model::Options),
+    /// GRPO trainer step tokens/s against PyTorch eager on the same model, batch and loss.
+    Train(bench::train::Options),
 }
 
 fn home_dir(cli_home: Option<PathBuf>) -> PathBuf {
@@ -302,10 +305,14 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             bench::model::run(&options)?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bench(BenchCommand::Train(options)) => {
+            bench::train::run(&options)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Eval(args) => eval_cli::run_eval(&home, args).await,
         Command::Model(command) => model_cli::run_model(command),
         Command::Serve(args) => model_cli::run_serve(args).await,
-        Command::Sft(_) => planned("sft", 6),
+        Command::Sft(args) => train_cli::run_sft(args),
         Command::Train(_) => planned("train", 6),
         Command::Quickstart(_) => planned("quickstart", 7),
     }

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod grading;
 pub mod model;
 pub mod sandbox;
+pub mod train;
 
 /// What can stop a benchmark.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,192 @@
+//! Training checkpoints and model exports, written atomically: everything goes into a hidden
+//! temporary directory next to the target, every file and the directory are fsync'd, then one
+//! rename publishes it. A reader therefore sees either no checkpoint or a complete one.
+//!
+//! Layout of a checkpoint directory (a superset of an HF model directory, so `atomskill serve
+//! --model DIR` and `CausalLm::load` read it as is):
+//! `config.json`, tokenizer and template files (copied from the source model),
+//! `model.safetensors` (HF tensor names, the training dtype), `optimizer.safetensors`
+//! (`exp_avg.NAME`, `exp_avg_sq.NAME`), `trainer_state.json` ([`TrainerState`]).
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::config::TrainConfig;
+use crate::trainer::Trainer;
+use crate::{Error, Result};
+
+/// Identifies `trainer_state.json` files.
+pub const CHECKPOINT_FORMAT: &str = "atomskill-train-checkpoint";
+pub const CHECKPOINT_FORMAT_VERSION: u32 = 1;
+
+/// Files of an HF model directory other than weights, copied into every export when present.
+pub const MODEL_FILES: [&str; 9] = [
+    "config.json",
+    "generation_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "chat_template.jinja",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+];
+
+/// `trainer_state.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    pub format: String,
+    pub format_version: u32,
+    /// Optimiser steps done.
+    pub step: u64,
+    pub weight_version: u64,
+    pub config: TrainConfig,
+    /// The checkpoint the run started from (the KL reference is loaded from it on resume).
+    pub source_model: PathBuf,
+    /// Whatever the caller must restore to continue exactly: data cursor, RNG seed and
+    /// position, its own metrics.
+    pub client_state: serde_json::Value,
+}
+
+impl Trainer {
+    /// Writes the current weights as an HF model directory at `dir` (replacing it).
+    pub fn save_model(&self, dir: &Path) -> Result<()> {
+        write_dir_atomically(dir, |tmp| self.write_model_files(tmp))
+    }
+
+    /// Writes a complete training checkpoint at `dir` (replacing it); `client_state` comes back
+    /// from [`Trainer::resume`].
+    pub fn save_checkpoint(&self, dir: &Path, client_state: &serde_json::Value) -> Result<()> {
+        write_dir_atomically(dir, |tmp| {
+            self.write_model_files(tmp)?;
+            let dtype = self.config.precision.dtype();
+            model::weights::save(
+                &self.optimizer.state_tensors(),
+                dtype,
+                &tmp.join("optimizer.safetensors"),
+            )?;
+            let state = TrainerState {
+                format: CHECKPOINT_FORMAT.into(),
+                format_version: CHECKPOINT_FORMAT_VERSION,
+                step: self.step,
+                weight_version: self.weight_version,
+                config: self.config.clone(),
+                source_model: self.source_dir.clone(),
+                client_state: client_state.clone(),
+            };
+            let path = tmp.join("trainer_state.json");
+            let text = serde_json::to_string_pretty(&state).map_err(|e| Error::json(&path, e))?;
+            std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))
+        })
+    }
+
+    /// Continues the run saved in `dir`: weights, optimiser moments, step and weight version
+    /// exactly as they were; returns the caller's state saved with it.
+    pub fn resume(dir: &Path, device: &Device) -> Result<(Trainer, serde_json::Value)> {
+        let state = read_state(dir)?;
+        let mut trainer = Trainer::build(dir, &state.source_model, state.config.clone(), device)?;
+        let path = dir.join("optimizer.safetensors");
+        let tensors = candle_core::safetensors::load(&path, device)
+            .map_err(|e| Error::checkpoint(&path, e.to_string()))?;
+        trainer
+            .optimizer
+            .load_state(tensors.into_iter().collect(), state.step)?;
+        trainer.step = state.step;
+        trainer.weight_version = state.weight_version;
+        Ok((trainer, state.client_state))
+    }
+
+    fn write_model_files(&self, dir: &Path) -> Result<()> {
+        let snapshot = self.weights()?;
+        let tensors: BTreeMap<String, candle_core::Tensor> = snapshot.tensors.into_iter().collect();
+        model::weights::save(
+            &tensors,
+            self.config.precision.dtype(),
+            &dir.join("model.safetensors"),
+        )?;
+        for name in MODEL_FILES {
+            let from = self.files_dir.join(name);
+            if from.is_file() {
+                let to = dir.join(name);
+                std::fs::copy(&from, &to).map_err(|e| Error::io(&from, e))?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The `trainer_state.json` of the checkpoint in `dir`, checked.
+pub fn read_state(dir: &Path) -> Result<TrainerState> {
+    let path = dir.join("trainer_state.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+    let state: TrainerState = serde_json::from_str(&text).map_err(|e| Error::json(&path, e))?;
+    if state.format != CHECKPOINT_FORMAT || state.format_version != CHECKPOINT_FORMAT_VERSION {
+        return Err(Error::checkpoint(
+            dir,
+            format!(
+                "format {} v{} is not {CHECKPOINT_FORMAT} v{CHECKPOINT_FORMAT_VERSION}",
+                state.format, state.format_version
+            ),
+        ));
+    }
+    Ok(state)
+}
+
+/// Fills a fresh temporary directory with `fill`, fsyncs it, and renames it to `dir`. An
+/// existing `dir` is moved aside first and removed after the rename, so a crash in between
+/// leaves the old copy as `.NAME.old-PID` next to it, never a half-written `dir`.
+pub fn write_dir_atomically(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::Input(format!("{} has no usable directory name", dir.display())))?;
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(|e| Error::io(&parent, e))?;
+    let pid = std::process::id();
+    let tmp = parent.join(format!(".{name}.tmp-{pid}"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    std::fs::create_dir(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let filled = fill(&tmp).and_then(|()| sync_tree(&tmp));
+    if let Err(e) = filled {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Err(e);
+    }
+    let old = parent.join(format!(".{name}.old-{pid}"));
+    let had_old = dir.exists();
+    if had_old {
+        std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+    sync_dir(&parent)?;
+    if had_old {
+        std::fs::remove_dir_all(&old).map_err(|e| Error::io(&old, e))?;
+    }
+    Ok(())
+}
+
+fn sync_tree(dir: &Path) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let path = entry.map_err(|e| Error::io(dir, e))?.path();
+        if path.is_file() {
+            File::open(&path)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io(&path, e))?;
+        }
+    }
+    sync_dir(dir)
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(dir, e))
+}

@@ -1,0 +1,500 @@
+//! The trainer: one policy model over trainable variables, its optimiser, and the step that turns
+//! a batch of scored samples into one AdamW update. This is the API the GRPO loop calls:
+//! [`Trainer::step`] with rollouts, [`Trainer::policy_model`] / [`Trainer::weights`] to hand the
+//! new weights to the generation engine, [`Trainer::save_checkpoint`] to persist.
+//!
+//! The trainer never samples and never reads trajectories from disk: rollouts come in as
+//! [`Sample`]s; it owns no randomness (a step is a deterministic function of the weights, the
+//! optimiser state and the batch).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use agent::TokenSegment;
+use candle_core::{Device, Tensor, Var};
+use candle_nn::VarBuilder;
+use model::logprobs::token_log_probs;
+use model::CausalLm;
+use serde::{Deserialize, Serialize};
+
+use crate::advantage::{group_advantages, mean_std};
+use crate::batch::{build_micro_batch, plan_micro_batches, MicroBatch, Sequence};
+use crate::config::{TrainConfig, ZeroVariance};
+use crate::loss::{policy_loss, sft_loss, LossSums, TokenInputs};
+use crate::optim::{accumulate, clip_global_norm, global_norm, AdamW};
+use crate::{Error, Result};
+
+/// One scored rollout: its token segments (with loss mask and rollout log-probs), its reward,
+/// the group it is compared within (the task it answered) and its skill (for metrics only).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sample {
+    pub segments: Vec<TokenSegment>,
+    pub reward: f64,
+    pub group: String,
+    pub skill: String,
+}
+
+impl Sample {
+    pub fn from_trajectory(
+        trajectory: &agent::Trajectory,
+        reward: f64,
+        group: impl Into<String>,
+        skill: impl Into<String>,
+    ) -> Self {
+        Self {
+            segments: trajectory.token_segments.clone(),
+            reward,
+            group: group.into(),
+            skill: skill.into(),
+        }
+    }
+}
+
+/// What a step's loss is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Objective {
+    /// The clipped policy gradient of the trainer's [`crate::LossConfig`].
+    PolicyGradient,
+    /// Masked NLL.
+    Sft,
+}
+
+/// Per-skill statistics of one step.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SkillMetrics {
+    pub n_samples: usize,
+    pub reward_mean: f64,
+    pub reward_std: f64,
+    pub advantage_mean: f64,
+    pub advantage_std: f64,
+    /// Samples in groups whose rewards were all equal.
+    pub n_zero_variance_samples: usize,
+    pub n_trained_tokens: usize,
+}
+
+/// What one step did. Means are over trained tokens.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepMetrics {
+    /// The optimiser step this was (0-based).
+    pub step: u64,
+    /// The weight version after the step (incremented by every update).
+    pub weight_version: u64,
+    /// False when the batch had no trained token (nothing changed).
+    pub updated: bool,
+    pub lr: f64,
+    /// The batch loss (sum of the micro-batch losses, which share the global normaliser).
+    pub loss: f64,
+    /// The global gradient norm before clipping.
+    pub grad_norm: f64,
+    pub n_samples: usize,
+    pub n_sequences: usize,
+    pub n_micro_batches: usize,
+    pub n_trained_tokens: usize,
+    pub n_real_tokens: usize,
+    /// Real plus padding tokens run through the model.
+    pub n_padded_tokens: usize,
+    pub n_truncated_sequences: usize,
+    pub n_groups: usize,
+    pub n_zero_variance_groups: usize,
+    /// Samples left out because their group had zero variance ([`ZeroVariance::Drop`]).
+    pub n_dropped_samples: usize,
+    pub mean_logprob: f64,
+    pub clip_fraction: f64,
+    pub kl: f64,
+    pub tis_weight_mean: f64,
+    pub tis_capped_fraction: f64,
+    /// Mean of `logp_trainer − logp_rollout` over trained tokens.
+    pub rollout_mismatch: f64,
+    pub per_skill: BTreeMap<String, SkillMetrics>,
+    pub seconds: f64,
+    /// Real tokens per second through forward, backward and the update.
+    pub tokens_per_second: f64,
+}
+
+/// A copy of the weights at one version, detached from the trainer's variables.
+#[derive(Debug, Clone)]
+pub struct WeightSnapshot {
+    pub version: u64,
+    pub tensors: HashMap<String, Tensor>,
+}
+
+/// Gradients of one batch, in optimiser order, with what computing them found.
+#[derive(Debug)]
+pub struct Gradients {
+    pub grads: Vec<Option<Tensor>>,
+    pub metrics: StepMetrics,
+}
+
+/// The policy under training; see the module documentation.
+pub struct Trainer {
+    pub(crate) config: TrainConfig,
+    pub(crate) device: Device,
+    /// The checkpoint the run started from: the KL reference comes from it.
+    pub(crate) source_dir: PathBuf,
+    /// Where config.json and the tokenizer files are copied from into exports.
+    pub(crate) files_dir: PathBuf,
+    pub(crate) model_config: serde_json::Value,
+    pub(crate) model: CausalLm,
+    pub(crate) reference: Option<CausalLm>,
+    pub(crate) optimizer: AdamW,
+    pub(crate) step: u64,
+    pub(crate) weight_version: u64,
+}
+
+impl std::fmt::Debug for Trainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Trainer")
+            .field("source_dir", &self.source_dir)
+            .field("step", &self.step)
+            .field("weight_version", &self.weight_version)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Trainer {
+    /// Loads the HF checkpoint in `model_dir` as trainable variables (and, with a KL term, a
+    /// frozen copy as the reference).
+    pub fn new(model_dir: &Path, config: TrainConfig, device: &Device) -> Result<Self> {
+        Self::build(model_dir, model_dir, config, device)
+    }
+
+    /// Weights, config and tokenizer files from `weights_dir`; the reference from `source_dir`.
+    pub(crate) fn build(
+        weights_dir: &Path,
+        source_dir: &Path,
+        config: TrainConfig,
+        device: &Device,
+    ) -> Result<Self> {
+        config.validate()?;
+        let dtype = config.precision.dtype();
+        let model_config = model::model::read_config(weights_dir)?;
+        let tensors = model::weights::load(weights_dir, dtype, device)?;
+        let mut names: Vec<String> = tensors.keys().cloned().collect();
+        names.sort();
+        let var_map = model::weights::into_var_map(tensors)?;
+        let model = CausalLm::new(
+            &model_config,
+            VarBuilder::from_varmap(&var_map, dtype, device),
+        )?;
+        let vars: Vec<(String, Var)> = {
+            let data = var_map
+                .data()
+                .lock()
+                .map_err(|_| Error::Input("variable map lock poisoned".into()))?;
+            if data.len() != names.len() {
+                let missing: Vec<&String> = data.keys().filter(|k| !names.contains(k)).collect();
+                return Err(Error::checkpoint(
+                    weights_dir,
+                    format!("the model needs tensors the checkpoint lacks: {missing:?}"),
+                ));
+            }
+            names
+                .iter()
+                .filter_map(|n| data.get(n).map(|v| (n.clone(), v.clone())))
+                .collect()
+        };
+        let reference = if config.loss.kl_beta > 0.0 {
+            Some(CausalLm::load(source_dir, dtype, device)?)
+        } else {
+            None
+        };
+        let optimizer = AdamW::new(vars, config.optimizer.clone())?;
+        Ok(Self {
+            config,
+            device: device.clone(),
+            source_dir: source_dir.to_path_buf(),
+            files_dir: weights_dir.to_path_buf(),
+            model_config,
+            model,
+            reference,
+            optimizer,
+            step: 0,
+            weight_version: 0,
+        })
+    }
+
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// Optimiser steps done.
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    /// Incremented by every update; generation engines tag rollouts with it.
+    pub fn weight_version(&self) -> u64 {
+        self.weight_version
+    }
+
+    /// The model under training (its weights are the trainer's variables: do not generate with
+    /// it while a step runs).
+    pub fn model(&self) -> &CausalLm {
+        &self.model
+    }
+
+    pub fn model_config(&self) -> &serde_json::Value {
+        &self.model_config
+    }
+
+    pub fn source_dir(&self) -> &Path {
+        &self.source_dir
+    }
+
+    /// The trainable variables, in optimiser order (sorted by name). Setting one changes the
+    /// model in place.
+    pub fn vars(&self) -> Vec<(String, Var)> {
+        self.optimizer
+            .vars()
+            .map(|(n, v)| (n.to_string(), v.clone()))
+            .collect()
+    }
+
+    /// Copies of the current weights under their HF names, with the weight version.
+    pub fn weights(&self) -> Result<WeightSnapshot> {
+        let mut tensors = HashMap::new();
+        for (name, var) in self.optimizer.vars() {
+            tensors.insert(name.to_string(), var.as_tensor().copy()?.detach());
+        }
+        Ok(WeightSnapshot {
+            version: self.weight_version,
+            tensors,
+        })
+    }
+
+    /// A model over a copy of the current weights, for an in-process generation engine
+    /// (`model::generate::Engine::new(model, ..)`), with its weight version.
+    pub fn policy_model(&self) -> Result<(u64, CausalLm)> {
+        let snapshot = self.weights()?;
+        let dtype = self.config.precision.dtype();
+        let vb = VarBuilder::from_tensors(snapshot.tensors, dtype, &self.device);
+        Ok((snapshot.version, CausalLm::new(&self.model_config, vb)?))
+    }
+
+    /// Current learning rate (for the next step).
+    pub fn lr(&self) -> f64 {
+        self.config.schedule.lr(self.config.optimizer.lr, self.step)
+    }
+
+    /// One GRPO-family update from scored rollouts: group advantages, micro-batches, summed
+    /// gradients, clipping, AdamW.
+    pub fn step(&mut self, samples: &[Sample]) -> Result<StepMetrics> {
+        let gradients = self.policy_gradients(samples)?;
+        self.apply(gradients)
+    }
+
+    /// One SFT update on `sequences` (their loss masks say which tokens are trained).
+    pub fn sft_step(&mut self, sequences: &[Sequence]) -> Result<StepMetrics> {
+        let mut gradients = self.gradients(sequences, Objective::Sft)?;
+        gradients.metrics.n_samples = sequences.len();
+        self.apply(gradients)
+    }
+
+    /// Applies summed gradients: global-norm clipping, then AdamW at the scheduled rate.
+    pub fn apply(&mut self, gradients: Gradients) -> Result<StepMetrics> {
+        let Gradients {
+            mut grads,
+            mut metrics,
+        } = gradients;
+        let start = Instant::now();
+        metrics.step = self.step;
+        metrics.lr = self.lr();
+        if metrics.n_trained_tokens == 0 {
+            metrics.weight_version = self.weight_version;
+            return Ok(metrics);
+        }
+        metrics.grad_norm = match self.config.max_grad_norm {
+            Some(max) => clip_global_norm(&mut grads, max)?,
+            None => global_norm(&grads)?,
+        };
+        if !metrics.grad_norm.is_finite() {
+            return Err(Error::Input(format!(
+                "step {}: the gradient norm is {} (loss {}); the update was not applied",
+                self.step, metrics.grad_norm, metrics.loss
+            )));
+        }
+        self.optimizer.step(&grads, metrics.lr)?;
+        self.step += 1;
+        self.weight_version += 1;
+        metrics.updated = true;
+        metrics.weight_version = self.weight_version;
+        metrics.seconds += start.elapsed().as_secs_f64();
+        metrics.tokens_per_second = metrics.n_real_tokens as f64 / metrics.seconds.max(1e-9);
+        Ok(metrics)
+    }
+
+    /// The sequences of `samples` with their group advantages, and the per-sample bookkeeping.
+    pub fn policy_gradients(&self, samples: &[Sample]) -> Result<Gradients> {
+        if samples.is_empty() {
+            return Err(Error::Input("a step needs at least one sample".into()));
+        }
+        let rewards: Vec<f64> = samples.iter().map(|s| s.reward).collect();
+        if let Some(bad) = rewards.iter().position(|r| !r.is_finite()) {
+            return Err(Error::Input(format!(
+                "sample {bad} has a non-finite reward {}",
+                rewards[bad]
+            )));
+        }
+        let groups: Vec<&str> = samples.iter().map(|s| s.group.as_str()).collect();
+        let loss = &self.config.loss;
+        let adv = group_advantages(&rewards, &groups, loss.algorithm, loss.advantage_eps);
+        let drop = loss.zero_variance == ZeroVariance::Drop;
+        let mut sequences = Vec::new();
+        let mut n_dropped = 0;
+        for (i, sample) in samples.iter().enumerate() {
+            if drop && adv.zero_variance[i] {
+                n_dropped += 1;
+                continue;
+            }
+            for segment in &sample.segments {
+                sequences.push(Sequence {
+                    tokens: segment.token_ids.clone(),
+                    loss_mask: segment.loss_mask.clone(),
+                    rollout_logprobs: segment.logprobs.clone(),
+                    old_logprobs: None,
+                    advantage: adv.advantages[i],
+                    sample: i,
+                });
+            }
+        }
+        let mut gradients = self.gradients(&sequences, Objective::PolicyGradient)?;
+        let m = &mut gradients.metrics;
+        m.n_samples = samples.len();
+        m.n_groups = adv.n_groups;
+        m.n_zero_variance_groups = adv.n_zero_variance_groups;
+        m.n_dropped_samples = n_dropped;
+        let mut trained_per_sample = vec![0usize; samples.len()];
+        for s in &sequences {
+            trained_per_sample[s.sample] += s.n_trained();
+        }
+        let mut by_skill: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+        for (i, s) in samples.iter().enumerate() {
+            by_skill.entry(s.skill.as_str()).or_default().push(i);
+        }
+        for (skill, indices) in by_skill {
+            let r: Vec<f64> = indices.iter().map(|&i| rewards[i]).collect();
+            let a: Vec<f64> = indices.iter().map(|&i| adv.advantages[i]).collect();
+            let (reward_mean, reward_std) = mean_std(&r);
+            let (advantage_mean, advantage_std) = mean_std(&a);
+            m.per_skill.insert(
+                skill.to_string(),
+                SkillMetrics {
+                    n_samples: indices.len(),
+                    reward_mean,
+                    reward_std,
+                    advantage_mean,
+                    advantage_std,
+                    n_zero_variance_samples: indices
+                        .iter()
+                        .filter(|&&i| adv.zero_variance[i])
+                        .count(),
+                    n_trained_tokens: indices.iter().map(|&i| trained_per_sample[i]).sum(),
+                },
+            );
+        }
+        Ok(gradients)
+    }
+
+    /// Summed gradients of `objective` over `sequences`, normalised by their total trained-token
+    /// count, computed micro-batch by micro-batch (the result does not depend on the split).
+    pub fn gradients(&self, sequences: &[Sequence], objective: Objective) -> Result<Gradients> {
+        let start = Instant::now();
+        let max_len = self
+            .config
+            .max_seq_len
+            .unwrap_or(usize::MAX)
+            .min(self.model.spec().max_position_embeddings);
+        let mut kept: Vec<Sequence> = Vec::with_capacity(sequences.len());
+        let mut n_truncated = 0;
+        for s in sequences {
+            s.validate()?;
+            let mut s = s.clone();
+            n_truncated += usize::from(s.truncate(max_len));
+            if s.tokens.len() >= 2 && s.n_trained() > 0 {
+                kept.push(s);
+            }
+        }
+        let n_global: usize = kept.iter().map(Sequence::n_trained).sum();
+        let mut grads: Vec<Option<Tensor>> = vec![None; self.optimizer.vars().count()];
+        let mut metrics = StepMetrics {
+            n_sequences: kept.len(),
+            n_truncated_sequences: n_truncated,
+            n_trained_tokens: n_global,
+            ..StepMetrics::default()
+        };
+        if n_global == 0 {
+            return Ok(Gradients { grads, metrics });
+        }
+        let lengths: Vec<usize> = kept.iter().map(|s| s.tokens.len()).collect();
+        let plan = plan_micro_batches(&lengths, self.config.micro_batch_tokens);
+        metrics.n_micro_batches = plan.len();
+        let mut sums = LossSums::default();
+        let dtype = self.config.precision.dtype();
+        for indices in &plan {
+            let members: Vec<&Sequence> = indices.iter().map(|&i| &kept[i]).collect();
+            let batch = build_micro_batch(&members, dtype, &self.device)?;
+            metrics.n_real_tokens += batch.n_real_tokens;
+            metrics.n_padded_tokens += batch.tokens.elem_count();
+            let (loss, micro_sums) = self.micro_batch_loss(&batch, objective, n_global as f64)?;
+            metrics.loss += loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
+            sums.add(&micro_sums);
+            let store = loss.backward()?;
+            for (slot, (_, var)) in grads.iter_mut().zip(self.optimizer.vars()) {
+                if let Some(g) = store.get(var.as_tensor()) {
+                    accumulate(slot, g)?;
+                }
+            }
+        }
+        let n = sums.n_tokens.max(1.0);
+        metrics.mean_logprob = sums.logprob / n;
+        metrics.clip_fraction = sums.clipped / n;
+        metrics.kl = sums.kl / n;
+        metrics.tis_weight_mean = sums.tis_weight / n;
+        metrics.tis_capped_fraction = sums.tis_capped / n;
+        metrics.rollout_mismatch = sums.rollout_mismatch / n;
+        metrics.seconds = start.elapsed().as_secs_f64();
+        Ok(Gradients { grads, metrics })
+    }
+
+    /// The loss of one micro-batch (normalised by the whole batch's `normaliser`).
+    pub fn micro_batch_loss(
+        &self,
+        batch: &MicroBatch,
+        objective: Objective,
+        normaliser: f64,
+    ) -> Result<(Tensor, LossSums)> {
+        let chunk = self.config.logprob_chunk;
+        let logprobs = token_log_probs(
+            &self.model,
+            &batch.tokens,
+            Some(&batch.attention_mask),
+            chunk,
+        )?;
+        match objective {
+            Objective::Sft => sft_loss(&logprobs, &batch.loss_mask, normaliser),
+            Objective::PolicyGradient => {
+                let ref_logprobs = match &self.reference {
+                    Some(reference) => Some(
+                        token_log_probs(
+                            reference,
+                            &batch.tokens,
+                            Some(&batch.attention_mask),
+                            chunk,
+                        )?
+                        .detach(),
+                    ),
+                    None => None,
+                };
+                let inputs = TokenInputs {
+                    loss_mask: batch.loss_mask.clone(),
+                    advantages: batch.advantages.clone(),
+                    old_logprobs: batch.old_logprobs.clone(),
+                    rollout_logprobs: Some(batch.rollout_logprobs.clone()),
+                    ref_logprobs,
+                };
+                policy_loss(&logprobs, &inputs, &self.config.loss, normaliser)
+            }
+        }
+    }
+}
