@@ -12,6 +12,7 @@ use std::time::Duration;
 
 mod eval_cli;
 mod factory;
+mod rl_cli;
 
 use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
@@ -55,8 +56,8 @@ enum Command {
     Serve(model_cli::ServeArgs),
     /// Supervised fine-tuning on verified trajectories (issue 6).
     Sft(train_cli::SftArgs),
-    /// Joint GRPO over the skill mixture (issue 6).
-    Train(Planned),
+    /// Joint GRPO over the skill mixture, rollouts decoupled from the optimiser.
+    Train(rl_cli::TrainArgs),
     /// The whole recipe end to end at small scale (issue 7).
     Quickstart(Planned),
     /// Benchmarks, each printed as ratios against a baseline measured in the same run.
@@ -313,7 +314,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Model(command) => model_cli::run_model(command),
         Command::Serve(args) => model_cli::run_serve(args).await,
         Command::Sft(args) => train_cli::run_sft(args),
-        Command::Train(_) => planned("train", 6),
+        Command::Train(args) => rl_cli::run_train(&home, args).await,
         Command::Quickstart(_) => planned("quickstart", 7),
     }
 }

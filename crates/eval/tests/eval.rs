@@ -14,12 +14,9 @@ use agent::{AgentSettings, OutcomeKind, Prompts};
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
-use corpus::Environment;
 use eval::{run_eval, EvalOptions, PolicyChoice, Projects, Rollout};
 use policy::{OpenAiConfig, OpenAiPolicy, ScriptedPolicy, ScriptedTurn};
 use serde_json::{json, Value};
-use synth::fixture::{mini_project, test_sandbox};
-use synth::pipeline::{synth_state, ProjectReport, SynthOptions};
 use tasks::{Instance, Skill};
 
 struct World {
@@ -31,43 +28,9 @@ struct World {
 
 async fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
-    let prepared = mini_project(dir.path());
-    let Environment::Python { venv } = prepared.environment.clone() else {
-        unreachable!()
-    };
-    let (sandbox, store) = test_sandbox(dir.path(), &venv);
-    let state = synth::project::prepare_state(
-        prepared.clone(),
-        &dir.path().join("cache"),
-        &store,
-        &sandbox,
-        1,
-        Duration::from_secs(120),
-    )
-    .await
-    .unwrap();
-    let tasks_dir = dir.path().join("tasks");
-    let options = SynthOptions {
-        out: tasks_dir.clone(),
-        skills: Skill::ALL.into_iter().collect(),
-        max_per_repo: 2,
-        max_candidates: 30,
-        seed: 11,
-        concurrency: 2,
-        test_timeout: Duration::from_secs(120),
-        baseline_runs: 1,
-    };
-    let snapshot = state.snapshot.clone();
-    synth_state(
-        &options,
-        sandbox.clone(),
-        Arc::new(state),
-        ProjectReport::default(),
-        &|_| {},
-    )
-    .await
-    .unwrap();
-    let instances = tasks::store::read_dir(&tasks_dir).unwrap();
+    let mini = synth::fixture::mini_tasks(dir.path(), 2, 11).await;
+    let (sandbox, prepared, snapshot, instances) =
+        (mini.sandbox, mini.prepared, mini.snapshot, mini.instances);
     let skills: std::collections::BTreeSet<Skill> = instances.iter().map(Instance::skill).collect();
     assert_eq!(
         skills.len(),

@@ -167,3 +167,60 @@ pub fn test_sandbox(dir: &Path, venv: &Path) -> (Arc<Sandbox>, SnapshotStore) {
     let store = SnapshotStore::new(dir.join("snapshots"), sandbox.snapshot_owner());
     (Arc::new(sandbox), store)
 }
+
+/// The mini project with instances of every skill made from it.
+pub struct MiniTasks {
+    pub sandbox: Arc<Sandbox>,
+    pub store: SnapshotStore,
+    pub prepared: Prepared,
+    pub snapshot: sandbox::Snapshot,
+    pub instances: Vec<tasks::Instance>,
+}
+
+/// Prepares the mini project under `dir` and synthesises instances of every skill from up to
+/// `bugs` of its bugs (seeded).
+pub async fn mini_tasks(dir: &Path, bugs: usize, seed: u64) -> MiniTasks {
+    let prepared = mini_project(dir);
+    let Environment::Python { venv } = prepared.environment.clone() else {
+        unreachable!("the mini project is a Python project")
+    };
+    let (sandbox, store) = test_sandbox(dir, &venv);
+    let state = crate::project::prepare_state(
+        prepared.clone(),
+        &dir.join("cache"),
+        &store,
+        &sandbox,
+        1,
+        Duration::from_secs(120),
+    )
+    .await
+    .expect("the mini project prepares");
+    let options = crate::pipeline::SynthOptions {
+        out: dir.join("tasks"),
+        skills: tasks::Skill::ALL.into_iter().collect(),
+        max_per_repo: bugs,
+        max_candidates: 30,
+        seed,
+        concurrency: 2,
+        test_timeout: Duration::from_secs(120),
+        baseline_runs: 1,
+    };
+    let snapshot = state.snapshot.clone();
+    crate::pipeline::synth_state(
+        &options,
+        sandbox.clone(),
+        Arc::new(state),
+        crate::pipeline::ProjectReport::default(),
+        &|_| {},
+    )
+    .await
+    .expect("synthesis of the mini project");
+    let instances = tasks::store::read_dir(&options.out).expect("instances written");
+    MiniTasks {
+        sandbox,
+        store,
+        prepared,
+        snapshot,
+        instances,
+    }
+}

@@ -1,0 +1,112 @@
+//! `atomskill train --config run.toml`: joint GRPO over the skill mixture.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, Result};
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use rl::{RunConfig, TrainEvent};
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// The run's TOML config (every field is documented in `crates/rl/src/config.rs`).
+    #[arg(long)]
+    config: PathBuf,
+    /// The run directory: rollouts.jsonl, metrics.jsonl, checkpoint/, model/, report.html.
+    #[arg(long)]
+    out: PathBuf,
+    /// Continue from OUT/checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Override `steps`.
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Override `model`.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Override `tasks`.
+    #[arg(long)]
+    tasks: Option<PathBuf>,
+    /// Override `seed`.
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+pub async fn run_train(home: &Path, args: TrainArgs) -> Result<ExitCode> {
+    let mut config = RunConfig::load(&args.config)?;
+    if let Some(steps) = args.steps {
+        config.steps = steps;
+    }
+    if let Some(model) = args.model {
+        config.model = model;
+    }
+    if let Some(tasks) = args.tasks {
+        config.tasks = tasks;
+    }
+    if let Some(seed) = args.seed {
+        config.seed = seed;
+    }
+    config
+        .validate()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
+    let instances = crate::eval_cli::load_instances(&config.tasks, &[], None)?;
+    let agent = crate::eval_cli::AgentArgs {
+        max_steps: config.agent.max_steps,
+        max_context_tokens: config.agent.max_context_tokens,
+        episode_timeout: config.agent.episode_timeout_seconds,
+        test_timeout: config.agent.test_timeout_seconds,
+        temperature: config.rollout.temperature,
+        top_p: config.rollout.top_p,
+        max_tokens: config.rollout.max_tokens,
+        prompts: None,
+        tools_in_prompt: config.agent.tools_in_prompt,
+    };
+    let rollout = crate::eval_cli::rollout_for(home, &instances, &agent)?;
+    let bar = ProgressBar::new(config.steps);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix:>12} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix("steps");
+    let handle = bar.clone();
+    let on_event = move |event: TrainEvent| match event {
+        TrainEvent::Started { from_step, .. } => handle.set_position(from_step),
+        TrainEvent::Step(record) => {
+            let reward: Vec<String> = record
+                .per_skill
+                .iter()
+                .map(|(skill, s)| format!("{skill} {:.2}", s.reward_mean))
+                .collect();
+            handle.set_message(format!(
+                "loss {:.4} | {} | stale dropped {}",
+                record.trainer.loss,
+                reward.join(", "),
+                record.stale_groups_dropped
+            ));
+            handle.inc(1);
+        }
+    };
+    let history = rl::run_training(
+        &config,
+        rollout,
+        instances,
+        &args.out,
+        args.resume,
+        &on_event,
+    )
+    .await
+    .context("training")?;
+    bar.finish();
+    println!(
+        "{} steps run; model: {}  metrics: {}  report: {}",
+        history.len(),
+        args.out.join("model").display(),
+        args.out.join("metrics.jsonl").display(),
+        args.out.join("report.html").display()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,258 @@
+//! `atomskill train --config run.toml`: every field, its default and its check. Unknown fields
+//! are errors (a misspelt field must not silently keep its default).
+//!
+//! ```toml
+//! model = "models/sft"          # the checkpoint to start from (HF layout)
+//! tasks = "tasks/"              # task instances (a directory of <skill>.jsonl, or one file)
+//! steps = 20                    # optimiser steps
+//! seed = 0
+//! checkpoint_every = 5
+//!
+//! [mixture]                     # skill weights; empty = every skill present, equally
+//! localization = 1.0
+//! review = 1.0
+//!
+//! [rollout]
+//! group_size = 4                # episodes per task: one GRPO group
+//! groups_per_step = 4
+//! concurrency = 4               # episodes at once
+//! max_staleness = 1             # weight versions a group may lag behind the trainer
+//! temperature = 1.0
+//! top_p = 1.0
+//! max_tokens = 256              # tokens per model reply
+//!
+//! [agent]
+//! max_steps = 8
+//! max_context_tokens = 4096
+//! episode_timeout_seconds = 300
+//! test_timeout_seconds = 120
+//! tools_in_prompt = false
+//!
+//! [policy]                      # where rollouts are sampled
+//! kind = "local"                # the embedded model, weights swapped in after every step
+//! # kind = "openai", endpoints = ["http://127.0.0.1:8000/v1"], model = "NAME",
+//! # reload_url = "http://127.0.0.1:8000/update_weights_from_disk",
+//! # reload_body = '{"model_path": "{model_dir}"}'
+//!
+//! [train]                       # train::TrainConfig: loss, optimizer, schedule, ...
+//! loss = { algorithm = "grpo", kl_beta = 0.0 }
+//! optimizer = { lr = 1e-5 }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tasks::Skill;
+
+use crate::error::{Error, Result};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    pub model: PathBuf,
+    pub tasks: PathBuf,
+    #[serde(default = "defaults::steps")]
+    pub steps: u64,
+    #[serde(default)]
+    pub seed: u64,
+    #[serde(default = "defaults::checkpoint_every")]
+    pub checkpoint_every: u64,
+    #[serde(default)]
+    pub mixture: BTreeMap<Skill, f64>,
+    #[serde(default)]
+    pub rollout: RolloutConfig,
+    #[serde(default)]
+    pub agent: AgentConfig,
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    #[serde(default)]
+    pub train: train::TrainConfig,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RolloutConfig {
+    pub group_size: u32,
+    pub groups_per_step: u32,
+    pub concurrency: usize,
+    pub max_staleness: u64,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub max_tokens: Option<u32>,
+}
+
+impl Default for RolloutConfig {
+    fn default() -> RolloutConfig {
+        RolloutConfig {
+            group_size: 4,
+            groups_per_step: 4,
+            concurrency: 4,
+            max_staleness: 1,
+            temperature: 1.0,
+            top_p: 1.0,
+            max_tokens: Some(256),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    pub max_steps: u32,
+    pub max_context_tokens: u64,
+    pub episode_timeout_seconds: u64,
+    pub test_timeout_seconds: u64,
+    pub tools_in_prompt: bool,
+}
+
+impl Default for AgentConfig {
+    fn default() -> AgentConfig {
+        AgentConfig {
+            max_steps: 8,
+            max_context_tokens: 4096,
+            episode_timeout_seconds: 300,
+            test_timeout_seconds: 120,
+            tools_in_prompt: false,
+        }
+    }
+}
+
+/// Where rollouts are sampled and how new weights reach it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum PolicyConfig {
+    /// The embedded model in this process; weights are swapped into its engine after each step.
+    #[default]
+    Local,
+    /// An OpenAI-compatible server (vLLM, SGLang) that returns token ids and log-probs. After
+    /// each step the weights are written to `<out>/weights/` and `reload_url` is POSTed
+    /// `reload_body` with `{model_dir}` replaced by that directory.
+    Openai {
+        endpoints: Vec<String>,
+        model: String,
+        reload_url: String,
+        #[serde(default = "defaults::reload_body")]
+        reload_body: String,
+    },
+}
+
+mod defaults {
+    pub fn steps() -> u64 {
+        20
+    }
+    pub fn checkpoint_every() -> u64 {
+        5
+    }
+    pub fn reload_body() -> String {
+        r#"{"model_path": "{model_dir}"}"#.into()
+    }
+}
+
+impl RunConfig {
+    /// Reads and checks a config file; relative paths in it are relative to its directory.
+    pub fn load(path: &Path) -> Result<RunConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let mut config = RunConfig::parse(&text).map_err(|message| Error::Config {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [&mut config.model, &mut config.tasks] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(config)
+    }
+
+    /// Parses and checks config text.
+    pub fn parse(text: &str) -> std::result::Result<RunConfig, String> {
+        let config: RunConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let r = &self.rollout;
+        if r.group_size < 2 {
+            return Err(format!("rollout.group_size must be at least 2 (a group-relative advantage needs a group), got {}", r.group_size));
+        }
+        if r.groups_per_step == 0 {
+            return Err("rollout.groups_per_step must be at least 1".into());
+        }
+        if r.concurrency == 0 {
+            return Err("rollout.concurrency must be at least 1".into());
+        }
+        if !(r.temperature >= 0.0 && r.temperature.is_finite()) {
+            return Err(format!(
+                "rollout.temperature must be >= 0, got {}",
+                r.temperature
+            ));
+        }
+        if !(r.top_p > 0.0 && r.top_p <= 1.0) {
+            return Err(format!("rollout.top_p must be in (0, 1], got {}", r.top_p));
+        }
+        if self.steps == 0 {
+            return Err("steps must be at least 1".into());
+        }
+        if self.checkpoint_every == 0 {
+            return Err("checkpoint_every must be at least 1".into());
+        }
+        if self.agent.max_steps == 0 {
+            return Err("agent.max_steps must be at least 1".into());
+        }
+        for (skill, w) in &self.mixture {
+            if !(*w >= 0.0 && w.is_finite()) {
+                return Err(format!("mixture.{} must be >= 0, got {w}", skill.name()));
+            }
+        }
+        if let PolicyConfig::Openai {
+            endpoints,
+            reload_body,
+            ..
+        } = &self.policy
+        {
+            if endpoints.is_empty() {
+                return Err("policy.endpoints must name at least one server".into());
+            }
+            if !reload_body.contains("{model_dir}") {
+                return Err("policy.reload_body must contain {model_dir}".into());
+            }
+        }
+        self.train.validate().map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = "model = \"m\"\ntasks = \"t\"\n";
+
+    #[test]
+    fn configs_and_their_errors() {
+        let cases: &[(&str, Option<&str>)] = &[
+            (MINIMAL, None),
+            ("model = \"m\"\n", Some("missing field `tasks`")),
+            ("model = \"m\"\ntasks = \"t\"\nstep = 3\n", Some("unknown field `step`")),
+            ("model = \"m\"\ntasks = \"t\"\n[rollout]\ngroup_size = 1\n", Some("group_size must be at least 2")),
+            ("model = \"m\"\ntasks = \"t\"\n[mixture]\nreview = -1.0\n", Some("mixture.review must be >= 0")),
+            ("model = \"m\"\ntasks = \"t\"\n[mixture]\nreveiw = 1.0\n", Some("reveiw")),
+            ("model = \"m\"\ntasks = \"t\"\n[train]\noptimizer = { lr = -1.0 }\n", Some("optimizer.lr")),
+            ("model = \"m\"\ntasks = \"t\"\n[policy]\nkind = \"openai\"\nendpoints = []\nmodel = \"x\"\nreload_url = \"u\"\n", Some("at least one server")),
+            ("model = \"m\"\ntasks = \"t\"\n[policy]\nkind = \"local\"\n[rollout]\ntop_p = 0.0\n", Some("top_p")),
+        ];
+        for (text, expected) in cases {
+            match (RunConfig::parse(text), expected) {
+                (Ok(_), None) => {}
+                (Err(e), Some(needle)) => assert!(e.contains(needle), "{text:?}: {e}"),
+                (got, _) => panic!("{text:?}: {got:?}, expected {expected:?}"),
+            }
+        }
+        let config = RunConfig::parse(MINIMAL).unwrap();
+        assert_eq!(config.policy, PolicyConfig::Local);
+        assert_eq!(config.rollout.group_size, 4);
+        assert_eq!(config.steps, 20);
+    }
+}
