@@ -23,13 +23,12 @@ use crate::config::{PolicyConfig, RunConfig};
 use crate::error::{Error, Result};
 use crate::mixture::Mixture;
 
-/// One episode as `rollouts.jsonl` keeps it.
+/// One episode as `rollouts.jsonl` keeps it, written as soon as the episode is graded. Which
+/// step trained on its group is in `metrics.jsonl` ([`StepRecord::trained_groups`]).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RolloutLine {
     pub group: u64,
     pub weight_version: u64,
-    pub trained_at_step: Option<u64>,
-    pub stale: bool,
     pub record: EpisodeRecord,
 }
 
@@ -50,6 +49,9 @@ pub struct SkillRollouts {
 pub struct StepRecord {
     pub step: u64,
     pub groups: usize,
+    /// Groups this step trained on, and groups dropped as too stale while it waited.
+    pub trained_groups: Vec<u64>,
+    pub dropped_groups: Vec<u64>,
     pub stale_groups_dropped: usize,
     pub staleness_max: u64,
     pub staleness_mean: f64,
@@ -264,6 +266,9 @@ pub async fn run_training(
     settings.sampling.max_tokens = config.rollout.max_tokens;
     let rollout = rollout.with_settings(settings);
 
+    let (rollouts_log, _) =
+        JsonlWriter::open(&out.join("rollouts.jsonl"), WriterConfig::default())?;
+    let rollouts_log = Arc::new(rollouts_log.spawn());
     // Workers: draw groups in order, run them, send them; never more than `ahead` groups are
     // running or waiting to be trained on.
     let ahead =
@@ -282,6 +287,7 @@ pub async fn run_training(
         let group_size = config.rollout.group_size;
         let seed = config.seed;
         let mut next = client.next_group;
+        let log = rollouts_log.clone();
         tokio::spawn(async move {
             loop {
                 let Ok(permit) = slots.clone().acquire_owned().await else {
@@ -292,11 +298,12 @@ pub async fn run_training(
                 let instance_index = mixture.draw(index);
                 let version = target.version();
                 let policy = target.policy();
-                let (rollout, instances, episodes, tx) = (
+                let (rollout, instances, episodes, tx, log) = (
                     rollout.clone(),
                     instances.clone(),
                     episodes.clone(),
                     groups_tx.clone(),
+                    log.clone(),
                 );
                 tokio::spawn(async move {
                     let instance = &instances[instance_index];
@@ -309,11 +316,19 @@ pub async fn run_training(
                             instance.clone(),
                         );
                         let episode_seed = policy::derive_seed(seed, &[index, sample as u64]);
+                        let log = log.clone();
                         runs.spawn(async move {
                             let _permit = episodes.acquire_owned().await.expect("semaphore open");
-                            rollout
+                            let record = rollout
                                 .run(policy.as_ref(), &instance, sample, episode_seed)
-                                .await
+                                .await?;
+                            let line = RolloutLine {
+                                group: index,
+                                weight_version: version,
+                                record,
+                            };
+                            log.append(&line).await?;
+                            Ok::<EpisodeRecord, Error>(line.record)
                         });
                     }
                     let mut records = Vec::new();
@@ -343,8 +358,6 @@ pub async fn run_training(
         })
     };
 
-    let (mut rollouts_log, _) =
-        JsonlWriter::open(&out.join("rollouts.jsonl"), WriterConfig::default())?;
     let (mut metrics_log, _) =
         JsonlWriter::open(&out.join("metrics.jsonl"), WriterConfig::default())?;
     let mut history = Vec::new();
@@ -359,7 +372,7 @@ pub async fn run_training(
             let step = trainer.step_count();
             let waited = Instant::now();
             let mut fresh: Vec<Group> = Vec::new();
-            let mut stale = 0;
+            let mut dropped_groups = Vec::new();
             let mut staleness = Vec::new();
             while fresh.len() < config.rollout.groups_per_step as usize {
                 let group = groups_rx
@@ -371,23 +384,14 @@ pub async fn run_training(
                 consumed_max = consumed_max.max(group.index + 1);
                 let behind = trainer.weight_version().saturating_sub(group.version);
                 let is_stale = behind > config.rollout.max_staleness;
-                for record in &group.records {
-                    rollouts_log.append(&RolloutLine {
-                        group: group.index,
-                        weight_version: group.version,
-                        trained_at_step: (!is_stale).then_some(step),
-                        stale: is_stale,
-                        record: record.clone(),
-                    })?;
-                }
                 if is_stale {
-                    stale += 1;
+                    dropped_groups.push(group.index);
                 } else {
                     staleness.push(behind);
                     fresh.push(group);
                 }
             }
-            rollouts_log.sync()?;
+            rollouts_log.sync().await?;
             let rollout_seconds_waited = waited.elapsed().as_secs_f64();
             let mut samples = Vec::new();
             let mut by_skill: BTreeMap<String, Vec<&EpisodeRecord>> = BTreeMap::new();
@@ -423,7 +427,9 @@ pub async fn run_training(
             let record = StepRecord {
                 step,
                 groups: fresh.len(),
-                stale_groups_dropped: stale,
+                trained_groups: fresh.iter().map(|g| g.index).collect(),
+                stale_groups_dropped: dropped_groups.len(),
+                dropped_groups,
                 staleness_max: staleness.iter().copied().max().unwrap_or(0),
                 staleness_mean: mean(staleness.iter().map(|&s| s as f64)),
                 rollout_seconds_waited,
@@ -451,6 +457,7 @@ pub async fn run_training(
     .await;
     producer.abort();
     slots.close();
+    rollouts_log.sync().await?;
     result?;
     let trainer = slot.expect("the trainer is back");
     trainer.save_model(&out.join("model"))?;

@@ -107,24 +107,24 @@ optimizer = {{ lr = 1e-3 }}
             steps: 2
         }
     ));
-    // Every episode of every consumed group is on disk, with token traces for training.
+    // Every episode of every trained group is on disk, with token traces for training, and was
+    // sampled at a weight version no later than the step that trained on it.
     let lines = agent::read_jsonl::<RolloutLine>(&out.join("rollouts.jsonl"))
         .unwrap()
         .records;
-    let trained: Vec<&RolloutLine> = lines
-        .iter()
-        .filter(|l| l.trained_at_step.is_some())
-        .collect();
-    assert_eq!(trained.len(), 2 * 2);
-    for line in &trained {
-        let trajectory = line.record.trajectory.as_ref().unwrap();
-        assert!(!trajectory.token_segments.is_empty());
-        assert!(line.record.reward.is_some(), "{:?}", line.record.error);
+    for record in &history {
+        assert_eq!(record.trained_groups.len(), 2);
+        for group in &record.trained_groups {
+            let episodes: Vec<&RolloutLine> = lines.iter().filter(|l| l.group == *group).collect();
+            assert_eq!(episodes.len(), 2, "group {group}");
+            for line in episodes {
+                assert!(line.weight_version <= record.step);
+                let trajectory = line.record.trajectory.as_ref().unwrap();
+                assert!(!trajectory.token_segments.is_empty());
+                assert!(line.record.reward.is_some(), "{:?}", line.record.error);
+            }
+        }
     }
-    // A group trained at step s was sampled at a version no later than s.
-    assert!(trained
-        .iter()
-        .all(|l| l.weight_version <= l.trained_at_step.unwrap()));
     assert!(out.join("model/model.safetensors").is_file());
     assert!(out.join("checkpoint/trainer_state.json").is_file());
     assert!(std::fs::read_to_string(out.join("report.html"))
