@@ -12,6 +12,7 @@ use std::time::Duration;
 
 mod eval_cli;
 mod factory;
+mod quickstart;
 mod rl_cli;
 
 use anyhow::{Context as _, Result};
@@ -58,18 +59,11 @@ enum Command {
     Sft(train_cli::SftArgs),
     /// Joint GRPO over the skill mixture, rollouts decoupled from the optimiser.
     Train(rl_cli::TrainArgs),
-    /// The whole recipe end to end at small scale (issue 7).
-    Quickstart(Planned),
+    /// The whole recipe end to end at small scale on CPU: tasks, SFT, GRPO, before/after report.
+    Quickstart(quickstart::QuickstartArgs),
     /// Benchmarks, each printed as ratios against a baseline measured in the same run.
     #[command(subcommand)]
     Bench(BenchCommand),
-}
-
-/// A mode that is specified but not built yet.
-#[derive(Args)]
-struct Planned {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    rest: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -238,11 +232,6 @@ fn factory_sandbox(home: &std::path::Path) -> Result<(std::sync::Arc<Sandbox>, S
     Ok((std::sync::Arc::new(sandbox), store))
 }
 
-fn planned(name: &str, issue: u32) -> Result<ExitCode> {
-    eprintln!("atomskill {name}: not available in this build yet (tracked in issue {issue})");
-    Ok(ExitCode::from(2))
-}
-
 async fn run(cli: Cli) -> Result<ExitCode> {
     let home = home_dir(cli.home);
     match cli.command {
@@ -315,7 +304,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => model_cli::run_serve(args).await,
         Command::Sft(args) => train_cli::run_sft(args),
         Command::Train(args) => rl_cli::run_train(&home, args).await,
-        Command::Quickstart(_) => planned("quickstart", 7),
+        Command::Quickstart(args) => quickstart::run(&home, args).await,
     }
 }
 

@@ -14,54 +14,54 @@ pub struct SftArgs {
     /// A trajectory file (JSONL) or a directory of them: bare `agent::Trajectory` records or
     /// evaluation records `{trajectory, verdict: {reward, ..}}`.
     #[arg(long)]
-    trajectories: PathBuf,
+    pub(crate) trajectories: PathBuf,
     /// The HF checkpoint directory to start from (config.json, safetensors, tokenizer).
     #[arg(long)]
-    model: PathBuf,
+    pub(crate) model: PathBuf,
     /// Output: checkpoint/ (resumable), model/ (final weights), metrics.jsonl, data.json.
     #[arg(long)]
-    out: PathBuf,
+    pub(crate) out: PathBuf,
     /// Optimiser steps.
     #[arg(long, default_value_t = 100)]
-    steps: u64,
+    pub(crate) steps: u64,
     /// Peak learning rate.
     #[arg(long, default_value_t = 1e-5)]
-    lr: f64,
+    pub(crate) lr: f64,
     /// Linear warm-up steps.
     #[arg(long, default_value_t = 0)]
-    warmup_steps: u64,
+    pub(crate) warmup_steps: u64,
     /// Cosine decay to this fraction of the peak at the last step (omit for a constant rate).
     #[arg(long)]
-    cosine_min_ratio: Option<f64>,
+    pub(crate) cosine_min_ratio: Option<f64>,
     #[arg(long, default_value_t = 0.0)]
-    weight_decay: f64,
+    pub(crate) weight_decay: f64,
     /// Global gradient-norm clipping (0 turns it off).
     #[arg(long, default_value_t = 1.0)]
-    max_grad_norm: f64,
+    pub(crate) max_grad_norm: f64,
     /// Real tokens per optimiser step.
     #[arg(long, default_value_t = 8192)]
-    batch_tokens: usize,
+    pub(crate) batch_tokens: usize,
     /// Most padded tokens per forward/backward pass (gradients are accumulated across them).
     #[arg(long, default_value_t = 4096)]
-    micro_batch_tokens: usize,
+    pub(crate) micro_batch_tokens: usize,
     /// Sequences are cut to this many tokens (default: the model's context).
     #[arg(long)]
-    max_seq_len: Option<usize>,
+    pub(crate) max_seq_len: Option<usize>,
     /// Keep trajectories whose record's reward is at least this (records without a reward are
     /// kept when their outcome is `submitted`).
     #[arg(long, default_value_t = 1.0)]
-    min_reward: f64,
+    pub(crate) min_reward: f64,
     /// Seed of the data order (recorded in the checkpoint).
     #[arg(long, default_value_t = 0)]
-    seed: u64,
+    pub(crate) seed: u64,
     #[arg(long, default_value_t = 50)]
-    checkpoint_every: u64,
+    pub(crate) checkpoint_every: u64,
     /// Continue from OUT/checkpoint if it exists.
     #[arg(long)]
-    resume: bool,
+    pub(crate) resume: bool,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
-    device: String,
+    pub(crate) device: String,
 }
 
 pub fn run_sft(args: SftArgs) -> Result<ExitCode> {
