@@ -88,7 +88,7 @@ fn agent_args(max_steps: u32) -> crate::eval_cli::AgentArgs {
         test_timeout: 120,
         temperature: 1.0,
         top_p: 1.0,
-        max_tokens: Some(160),
+        max_tokens: Some(96),
         prompts: None,
         tools_in_prompt: false,
     }
@@ -263,7 +263,7 @@ pub async fn run(home: &Path, args: QuickstartArgs) -> Result<ExitCode> {
             args.k,
             &before_dir,
             &args,
-            6,
+            4,
         )
         .await?
     };
@@ -274,8 +274,8 @@ pub async fn run(home: &Path, args: QuickstartArgs) -> Result<ExitCode> {
     if !done(&grpo_dir) {
         let text = format!(
             "model = {:?}\ntasks = {:?}\nsteps = {}\nseed = {}\ncheckpoint_every = 1\n\
-             [rollout]\ngroup_size = 4\ngroups_per_step = 3\nconcurrency = {}\nmax_staleness = 1\nmax_tokens = 160\n\
-             [agent]\nmax_steps = 6\nmax_context_tokens = 8192\n\
+             [rollout]\ngroup_size = 4\ngroups_per_step = 2\nconcurrency = {}\nmax_staleness = 1\nmax_tokens = 96\n\
+             [agent]\nmax_steps = 4\nmax_context_tokens = 8192\n\
              [train]\nmax_seq_len = 2048\nmicro_batch_tokens = 4096\n\
              loss = {{ algorithm = \"dr_grpo\", zero_variance = \"drop\" }}\noptimizer = {{ lr = 1e-4, weight_decay = 0.0 }}\n",
             sft_model.display().to_string(),
@@ -287,7 +287,7 @@ pub async fn run(home: &Path, args: QuickstartArgs) -> Result<ExitCode> {
         std::fs::create_dir_all(&grpo_dir)?;
         std::fs::write(grpo_dir.join("run.toml"), &text)?;
         let config = rl::RunConfig::parse(&text).map_err(anyhow::Error::msg)?;
-        let rollout = crate::eval_cli::rollout_for(home, &train_tasks, &agent_args(6))?;
+        let rollout = crate::eval_cli::rollout_for(home, &train_tasks, &agent_args(4))?;
         let bar = indicatif::ProgressBar::new(config.steps);
         let handle = bar.clone();
         let on_event = move |event: rl::TrainEvent| match event {
@@ -322,7 +322,7 @@ pub async fn run(home: &Path, args: QuickstartArgs) -> Result<ExitCode> {
             args.k,
             &after_dir,
             &args,
-            6,
+            4,
         )
         .await?
     };

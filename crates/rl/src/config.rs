@@ -20,6 +20,7 @@
 //! temperature = 1.0
 //! top_p = 1.0
 //! max_tokens = 256              # tokens per model reply
+//! refill_zero_variance = false  # pass over all-equal-reward groups and draw more
 //!
 //! [agent]
 //! max_steps = 8
@@ -80,6 +81,10 @@ pub struct RolloutConfig {
     pub temperature: f32,
     pub top_p: f32,
     pub max_tokens: Option<u32>,
+    /// Pass over groups whose rewards are all equal and draw more (at most 4 × groups_per_step
+    /// per step); otherwise they go to the trainer, whose `loss.zero_variance` keeps or drops
+    /// them.
+    pub refill_zero_variance: bool,
 }
 
 impl Default for RolloutConfig {
@@ -92,6 +97,7 @@ impl Default for RolloutConfig {
             temperature: 1.0,
             top_p: 1.0,
             max_tokens: Some(256),
+            refill_zero_variance: false,
         }
     }
 }

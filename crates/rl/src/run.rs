@@ -52,6 +52,9 @@ pub struct StepRecord {
     /// Groups this step trained on, and groups dropped as too stale while it waited.
     pub trained_groups: Vec<u64>,
     pub dropped_groups: Vec<u64>,
+    /// Groups passed over because all their rewards were equal (`rollout.refill_zero_variance`).
+    #[serde(default)]
+    pub refilled_groups: Vec<u64>,
     pub stale_groups_dropped: usize,
     pub staleness_max: u64,
     pub staleness_mean: f64,
@@ -141,6 +144,12 @@ impl Target {
     }
 }
 
+/// Whether a group's scored rewards differ.
+fn has_variance(group: &Group) -> bool {
+    let rewards: Vec<f64> = group.records.iter().filter_map(|r| r.reward).collect();
+    rewards.windows(2).any(|w| w[0] != w[1])
+}
+
 fn mean(values: impl IntoIterator<Item = f64>) -> f64 {
     let (s, n) = values
         .into_iter()
@@ -182,6 +191,9 @@ fn skill_rollouts(records: &[&EpisodeRecord]) -> SkillRollouts {
 struct ClientState {
     /// The next group index to draw.
     next_group: u64,
+    /// Steps run (a step whose batch had nothing to train on counts, but does not update).
+    #[serde(default)]
+    iterations: Option<u64>,
 }
 
 /// Runs (or, with `resume`, continues) a training run in `out`.
@@ -251,11 +263,12 @@ pub async fn run_training(
     if trainer.weight_version() > 0 || resume {
         target.sync(&trainer).await?;
     }
+    let mut iteration = client.iterations.unwrap_or(trainer.step_count());
     on_event(TrainEvent::Started {
-        from_step: trainer.step_count(),
+        from_step: iteration,
         steps: config.steps,
     });
-    if trainer.step_count() >= config.steps {
+    if iteration >= config.steps {
         return Ok(Vec::new());
     }
 
@@ -366,14 +379,17 @@ pub async fn run_training(
     let result: Result<()> = async {
         loop {
             let trainer = slot.as_ref().expect("the trainer is back after each step");
-            if trainer.step_count() >= config.steps {
+            if iteration >= config.steps {
                 break;
             }
-            let step = trainer.step_count();
+            let step = iteration;
             let waited = Instant::now();
             let mut fresh: Vec<Group> = Vec::new();
             let mut dropped_groups = Vec::new();
             let mut staleness = Vec::new();
+            let mut uniform_groups = Vec::new();
+            let mut taken = 0usize;
+            let refill_cap = config.rollout.groups_per_step as usize * 4;
             while fresh.len() < config.rollout.groups_per_step as usize {
                 let group = groups_rx
                     .recv()
@@ -384,8 +400,15 @@ pub async fn run_training(
                 consumed_max = consumed_max.max(group.index + 1);
                 let behind = trainer.weight_version().saturating_sub(group.version);
                 let is_stale = behind > config.rollout.max_staleness;
+                taken += 1;
                 if is_stale {
                     dropped_groups.push(group.index);
+                } else if config.rollout.refill_zero_variance
+                    && !has_variance(&group)
+                    && taken < refill_cap
+                {
+                    // Refill: a group whose rewards are all equal teaches nothing; draw another.
+                    uniform_groups.push(group.index);
                 } else {
                     staleness.push(behind);
                     fresh.push(group);
@@ -423,13 +446,16 @@ pub async fn run_training(
             .map_err(|e| Error::Rollout(format!("the optimiser step panicked: {e}")))?;
             let trainer = slot.insert(back);
             let metrics = metrics?;
-            target.sync(trainer).await?;
+            if metrics.updated {
+                target.sync(trainer).await?;
+            }
             let record = StepRecord {
                 step,
                 groups: fresh.len(),
                 trained_groups: fresh.iter().map(|g| g.index).collect(),
                 stale_groups_dropped: dropped_groups.len(),
                 dropped_groups,
+                refilled_groups: uniform_groups,
                 staleness_max: staleness.iter().copied().max().unwrap_or(0),
                 staleness_mean: mean(staleness.iter().map(|&s| s as f64)),
                 rollout_seconds_waited,
@@ -441,10 +467,11 @@ pub async fn run_training(
             };
             metrics_log.append(&record)?;
             metrics_log.sync()?;
-            let done = trainer.step_count();
-            if done % config.checkpoint_every == 0 || done >= config.steps {
+            iteration += 1;
+            if iteration % config.checkpoint_every == 0 || iteration >= config.steps {
                 let state = serde_json::to_value(ClientState {
                     next_group: consumed_max,
+                    iterations: Some(iteration),
                 })
                 .expect("state serialises");
                 trainer.save_checkpoint(&checkpoint_dir, &state)?;
