@@ -324,76 +324,92 @@ impl Trainer {
         Ok(metrics)
     }
 
-    /// The sequences of `samples` with their group advantages, and the per-sample bookkeeping.
+    /// The gradients of one GRPO-family update on all of `samples` (π_old = the current policy).
     pub fn policy_gradients(&self, samples: &[Sample]) -> Result<Gradients> {
-        if samples.is_empty() {
-            return Err(Error::Input("a step needs at least one sample".into()));
-        }
-        let rewards: Vec<f64> = samples.iter().map(|s| s.reward).collect();
-        if let Some(bad) = rewards.iter().position(|r| !r.is_finite()) {
+        let prepared = prepare(samples, &self.config)?;
+        let mut gradients = self.gradients(&prepared.sequences, Objective::PolicyGradient)?;
+        sample_metrics(&mut gradients.metrics, samples, &prepared, 0..samples.len());
+        Ok(gradients)
+    }
+
+    /// Several updates from one batch of rollouts (PPO-style mini-batches): advantages over the
+    /// whole batch, π_old computed once before the first update, then `n_minibatches` updates on
+    /// consecutive slices of `samples` (keep a group's samples together if the split should not
+    /// cut groups). With more than one update, the clip bounds how far later updates move from
+    /// π_old. One [`StepMetrics`] per update; `n_minibatches = 1` is [`Trainer::step`].
+    pub fn step_minibatches(
+        &mut self,
+        samples: &[Sample],
+        n_minibatches: usize,
+    ) -> Result<Vec<StepMetrics>> {
+        if n_minibatches == 0 || n_minibatches > samples.len().max(1) {
             return Err(Error::Input(format!(
-                "sample {bad} has a non-finite reward {}",
-                rewards[bad]
+                "n_minibatches must be between 1 and the {} samples, got {n_minibatches}",
+                samples.len()
             )));
         }
-        let groups: Vec<&str> = samples.iter().map(|s| s.group.as_str()).collect();
-        let loss = &self.config.loss;
-        let adv = group_advantages(&rewards, &groups, loss.algorithm, loss.advantage_eps);
-        let drop = loss.zero_variance == ZeroVariance::Drop;
-        let mut sequences = Vec::new();
-        let mut n_dropped = 0;
-        for (i, sample) in samples.iter().enumerate() {
-            if drop && adv.zero_variance[i] {
-                n_dropped += 1;
+        let mut prepared = prepare(samples, &self.config)?;
+        if n_minibatches > 1 {
+            let old = self.sequence_logprobs(&prepared.sequences)?;
+            for (s, o) in prepared.sequences.iter_mut().zip(old) {
+                s.old_logprobs = Some(o);
+            }
+        }
+        let n = samples.len();
+        let mut out = Vec::with_capacity(n_minibatches);
+        for k in 0..n_minibatches {
+            let range = k * n / n_minibatches..(k + 1) * n / n_minibatches;
+            let part: Vec<Sequence> = prepared
+                .sequences
+                .iter()
+                .filter(|s| range.contains(&s.sample))
+                .cloned()
+                .collect();
+            let mut gradients = self.gradients(&part, Objective::PolicyGradient)?;
+            sample_metrics(&mut gradients.metrics, samples, &prepared, range);
+            out.push(self.apply(gradients)?);
+        }
+        Ok(out)
+    }
+
+    /// Per-token log-probs of each sequence under the current weights (no gradient kept), laid
+    /// out like [`Sequence::rollout_logprobs`]: entry `t` scores token `t`, entry 0 is 0.
+    pub fn sequence_logprobs(&self, sequences: &[Sequence]) -> Result<Vec<Vec<f32>>> {
+        let mut out = vec![Vec::new(); sequences.len()];
+        let lengths: Vec<usize> = sequences.iter().map(|s| s.tokens.len()).collect();
+        let dtype = self.config.precision.dtype();
+        for indices in plan_micro_batches(&lengths, self.config.micro_batch_tokens) {
+            let short: Vec<usize> = indices
+                .iter()
+                .copied()
+                .filter(|&i| lengths[i] < 2)
+                .collect();
+            for i in short {
+                out[i] = vec![0.0; lengths[i]];
+            }
+            let members: Vec<usize> = indices.into_iter().filter(|&i| lengths[i] >= 2).collect();
+            if members.is_empty() {
                 continue;
             }
-            for segment in &sample.segments {
-                sequences.push(Sequence {
-                    tokens: segment.token_ids.clone(),
-                    loss_mask: segment.loss_mask.clone(),
-                    rollout_logprobs: segment.logprobs.clone(),
-                    old_logprobs: None,
-                    advantage: adv.advantages[i],
-                    sample: i,
-                });
+            let refs: Vec<&Sequence> = members.iter().map(|&i| &sequences[i]).collect();
+            let batch = build_micro_batch(&refs, dtype, &self.device)?;
+            let rows = token_log_probs(
+                &self.model,
+                &batch.tokens,
+                Some(&batch.attention_mask),
+                self.config.logprob_chunk,
+            )?
+            .detach()
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec2::<f32>()?;
+            for (&i, row) in members.iter().zip(rows) {
+                let mut values = Vec::with_capacity(lengths[i]);
+                values.push(0.0);
+                values.extend_from_slice(&row[..lengths[i] - 1]);
+                out[i] = values;
             }
         }
-        let mut gradients = self.gradients(&sequences, Objective::PolicyGradient)?;
-        let m = &mut gradients.metrics;
-        m.n_samples = samples.len();
-        m.n_groups = adv.n_groups;
-        m.n_zero_variance_groups = adv.n_zero_variance_groups;
-        m.n_dropped_samples = n_dropped;
-        let mut trained_per_sample = vec![0usize; samples.len()];
-        for s in &sequences {
-            trained_per_sample[s.sample] += s.n_trained();
-        }
-        let mut by_skill: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        for (i, s) in samples.iter().enumerate() {
-            by_skill.entry(s.skill.as_str()).or_default().push(i);
-        }
-        for (skill, indices) in by_skill {
-            let r: Vec<f64> = indices.iter().map(|&i| rewards[i]).collect();
-            let a: Vec<f64> = indices.iter().map(|&i| adv.advantages[i]).collect();
-            let (reward_mean, reward_std) = mean_std(&r);
-            let (advantage_mean, advantage_std) = mean_std(&a);
-            m.per_skill.insert(
-                skill.to_string(),
-                SkillMetrics {
-                    n_samples: indices.len(),
-                    reward_mean,
-                    reward_std,
-                    advantage_mean,
-                    advantage_std,
-                    n_zero_variance_samples: indices
-                        .iter()
-                        .filter(|&&i| adv.zero_variance[i])
-                        .count(),
-                    n_trained_tokens: indices.iter().map(|&i| trained_per_sample[i]).sum(),
-                },
-            );
-        }
-        Ok(gradients)
+        Ok(out)
     }
 
     /// Summed gradients of `objective` over `sequences`, normalised by their total trained-token
@@ -496,5 +512,98 @@ impl Trainer {
                 policy_loss(&logprobs, &inputs, &self.config.loss, normaliser)
             }
         }
+    }
+}
+
+/// The sequences of a batch of samples with their group advantages.
+struct Prepared {
+    sequences: Vec<Sequence>,
+    rewards: Vec<f64>,
+    advantages: crate::advantage::GroupAdvantages,
+    n_dropped: usize,
+}
+
+fn prepare(samples: &[Sample], config: &TrainConfig) -> Result<Prepared> {
+    if samples.is_empty() {
+        return Err(Error::Input("a step needs at least one sample".into()));
+    }
+    let rewards: Vec<f64> = samples.iter().map(|s| s.reward).collect();
+    if let Some(bad) = rewards.iter().position(|r| !r.is_finite()) {
+        return Err(Error::Input(format!(
+            "sample {bad} has a non-finite reward {}",
+            rewards[bad]
+        )));
+    }
+    let groups: Vec<&str> = samples.iter().map(|s| s.group.as_str()).collect();
+    let loss = &config.loss;
+    let advantages = group_advantages(&rewards, &groups, loss.algorithm, loss.advantage_eps);
+    let drop = loss.zero_variance == ZeroVariance::Drop;
+    let mut sequences = Vec::new();
+    let mut n_dropped = 0;
+    for (i, sample) in samples.iter().enumerate() {
+        if drop && advantages.zero_variance[i] {
+            n_dropped += 1;
+            continue;
+        }
+        for segment in &sample.segments {
+            sequences.push(Sequence {
+                tokens: segment.token_ids.clone(),
+                loss_mask: segment.loss_mask.clone(),
+                rollout_logprobs: segment.logprobs.clone(),
+                old_logprobs: None,
+                advantage: advantages.advantages[i],
+                sample: i,
+            });
+        }
+    }
+    Ok(Prepared {
+        sequences,
+        rewards,
+        advantages,
+        n_dropped,
+    })
+}
+
+/// Fills the sample-level metrics (groups over the whole batch; per-skill statistics over the
+/// samples in `range`).
+fn sample_metrics(
+    m: &mut StepMetrics,
+    samples: &[Sample],
+    prepared: &Prepared,
+    range: std::ops::Range<usize>,
+) {
+    let adv = &prepared.advantages;
+    m.n_samples = range.len();
+    m.n_groups = adv.n_groups;
+    m.n_zero_variance_groups = adv.n_zero_variance_groups;
+    m.n_dropped_samples = prepared.n_dropped;
+    let mut trained_per_sample = vec![0usize; samples.len()];
+    for s in &prepared.sequences {
+        trained_per_sample[s.sample] += s.n_trained();
+    }
+    let mut by_skill: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for i in range {
+        by_skill
+            .entry(samples[i].skill.as_str())
+            .or_default()
+            .push(i);
+    }
+    for (skill, indices) in by_skill {
+        let r: Vec<f64> = indices.iter().map(|&i| prepared.rewards[i]).collect();
+        let a: Vec<f64> = indices.iter().map(|&i| adv.advantages[i]).collect();
+        let (reward_mean, reward_std) = mean_std(&r);
+        let (advantage_mean, advantage_std) = mean_std(&a);
+        m.per_skill.insert(
+            skill.to_string(),
+            SkillMetrics {
+                n_samples: indices.len(),
+                reward_mean,
+                reward_std,
+                advantage_mean,
+                advantage_std,
+                n_zero_variance_samples: indices.iter().filter(|&&i| adv.zero_variance[i]).count(),
+                n_trained_tokens: indices.iter().map(|&i| trained_per_sample[i]).sum(),
+            },
+        );
     }
 }
