@@ -607,3 +607,15 @@ fn sample_metrics(
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// The rollout side runs the trainer on its own thread and sends it batches.
+    #[test]
+    fn trainer_and_samples_can_move_between_threads() {
+        fn assert_send<T: Send>() {}
+        assert_send::<super::Trainer>();
+        assert_send::<super::Sample>();
+        assert_send::<super::WeightSnapshot>();
+    }
+}
