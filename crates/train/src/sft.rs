@@ -36,6 +36,12 @@ pub struct SftRecord {
 
 /// The `.jsonl` files of `path` (a file, or every `*.jsonl` under a directory, sorted).
 pub fn record_files(path: &Path) -> Result<Vec<PathBuf>> {
+    if !path.exists() {
+        return Err(Error::Input(format!(
+            "{} does not exist (expected a .jsonl file or a directory of them)",
+            path.display()
+        )));
+    }
     if path.is_file() {
         return Ok(vec![path.to_path_buf()]);
     }

@@ -421,10 +421,17 @@ impl Trainer {
             .max_seq_len
             .unwrap_or(usize::MAX)
             .min(self.model.spec().max_position_embeddings);
+        let vocab = self.model.spec().vocab_size;
         let mut kept: Vec<Sequence> = Vec::with_capacity(sequences.len());
         let mut n_truncated = 0;
         for s in sequences {
             s.validate()?;
+            if let Some(bad) = s.tokens.iter().find(|&&t| t as usize >= vocab) {
+                return Err(Error::Input(format!(
+                    "sample {}: token {bad} is outside the model's vocabulary of {vocab}",
+                    s.sample
+                )));
+            }
             let mut s = s.clone();
             n_truncated += usize::from(s.truncate(max_len));
             if s.tokens.len() >= 2 && s.n_trained() > 0 {
