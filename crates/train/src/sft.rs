@@ -24,7 +24,8 @@ use serde_json::{json, Value as Json};
 
 use crate::batch::Sequence;
 use crate::config::TrainConfig;
-use crate::trainer::{StepMetrics, Trainer};
+use crate::samples::StepMetrics;
+use crate::trainer::Trainer;
 use crate::{Error, Result};
 
 /// A trajectory and the reward its record carried, if any.
