@@ -2,7 +2,8 @@
 """PyTorch eager baseline for `atomskill bench train`: one GRPO training step (forward, token
 log-probs by log_softmax + gather, the clipped token-level loss normalised by the batch's
 trained-token count, backward, global grad-norm clipping, AdamW) on the same checkpoint, batch
-and loss as the Rust side, repeated; prints the median and fastest step seconds as JSON.
+and loss as the Rust side, repeated; prints the median and fastest step seconds and the first
+step's gradient norm before clipping (which must equal the Rust side's) as JSON.
 
 Batch (identical on both sides): `batch` rows of `seq` tokens, token i = 1 + (i*7919 + 13) %
 (vocab - 1); the first half of each row is prompt (not trained), the rest trained; reward of
@@ -26,7 +27,10 @@ parser.add_argument("--batch", type=int, default=8)
 parser.add_argument("--seq", type=int, default=128)
 parser.add_argument("--vocab", type=int, required=True)
 parser.add_argument("--repeats", type=int, default=5)
+parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
 args = parser.parse_args()
+if args.threads > 0:
+    torch.set_num_threads(args.threads)
 
 model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32, attn_implementation="eager")
 model.train()
@@ -60,16 +64,16 @@ def step():
     surrogate = torch.minimum(ratio * adv, ratio.clamp(0.8, 1.2) * adv)
     loss = -(surrogate * mask).sum() / n_tokens
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
     opt.zero_grad(set_to_none=True)
-    return loss.item()
+    return norm.item()
 
 
-step()
+first_grad_norm = step()
 times = []
 for _ in range(args.repeats):
     start = time.perf_counter()
     step()
     times.append(time.perf_counter() - start)
-print(json.dumps({"median_s": statistics.median(times), "min_s": min(times), "threads": torch.get_num_threads()}))
+print(json.dumps({"median_s": statistics.median(times), "min_s": min(times), "first_grad_norm": first_grad_norm, "threads": torch.get_num_threads()}))

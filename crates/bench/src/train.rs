@@ -29,6 +29,9 @@ pub struct Options {
     /// Timed steps per side per round (after one untimed warm-up step).
     #[arg(long, default_value_t = 5)]
     pub repeats: usize,
+    /// PyTorch's intra-op threads (0: its default, one per core).
+    #[arg(long, default_value_t = 0)]
+    pub torch_threads: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,7 +73,7 @@ fn torch_step_seconds(
     python: &Path,
     options: &Options,
     vocab: usize,
-) -> Result<(f64, f64), TrainBenchError> {
+) -> Result<(f64, f64, f64), TrainBenchError> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench/torch_train.py");
     let out = Command::new(python)
         .arg(script)
@@ -79,6 +82,7 @@ fn torch_step_seconds(
         .args(["--seq", &options.seq.to_string()])
         .args(["--vocab", &vocab.to_string()])
         .args(["--repeats", &options.repeats.to_string()])
+        .args(["--threads", &options.torch_threads.to_string()])
         .output()
         .map_err(|e| TrainBenchError::Baseline(format!("{}: {e}", python.display())))?;
     if !out.status.success() {
@@ -89,10 +93,14 @@ fn torch_step_seconds(
     let text = String::from_utf8_lossy(&out.stdout);
     let value: serde_json::Value = serde_json::from_str(text.trim())
         .map_err(|e| TrainBenchError::Baseline(format!("bad output {text:?}: {e}")))?;
-    match (value["median_s"].as_f64(), value["min_s"].as_f64()) {
-        (Some(median), Some(min)) => Ok((median, min)),
+    match (
+        value["median_s"].as_f64(),
+        value["min_s"].as_f64(),
+        value["first_grad_norm"].as_f64(),
+    ) {
+        (Some(median), Some(min), Some(loss)) => Ok((median, min, loss)),
         _ => Err(TrainBenchError::Baseline(format!(
-            "no median_s/min_s in {text}"
+            "no median_s/min_s/first_grad_norm in {text}"
         ))),
     }
 }
@@ -126,7 +134,8 @@ pub fn run(options: &Options) -> Result<(), TrainBenchError> {
         options.seq,
         options.batch * (options.seq - options.seq / 2)
     );
-    trainer.step(&batch)?;
+    let first = trainer.step(&batch)?;
+    println!("first-step gradient norm: candle {:.9}", first.grad_norm);
     let (mut ours, mut theirs, mut ours_min, mut theirs_min) =
         (Vec::new(), Vec::new(), f64::MAX, f64::MAX);
     for round in 0..options.rounds {
@@ -146,7 +155,11 @@ pub fn run(options: &Options) -> Result<(), TrainBenchError> {
         );
         match &options.torch_python {
             Some(python) => {
-                let (median_s, min_s) = torch_step_seconds(python, options, spec.vocab_size)?;
+                let (median_s, min_s, torch_norm) =
+                    torch_step_seconds(python, options, spec.vocab_size)?;
+                if round == 0 {
+                    println!("first-step gradient norm: PyTorch {torch_norm:.9}");
+                }
                 theirs.push(median_s);
                 theirs_min = theirs_min.min(min_s);
                 println!(

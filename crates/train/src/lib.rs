@@ -15,6 +15,7 @@ pub mod config;
 mod error;
 pub mod loss;
 pub mod optim;
+pub mod samples;
 pub mod sft;
 pub mod trainer;
 
@@ -23,6 +24,5 @@ pub use config::{
     AdamWConfig, Algorithm, Decay, LossConfig, Precision, Schedule, TrainConfig, ZeroVariance,
 };
 pub use error::{Error, Result};
-pub use trainer::{
-    Gradients, Objective, Sample, SkillMetrics, StepMetrics, Trainer, WeightSnapshot,
-};
+pub use samples::{Sample, SkillMetrics, StepMetrics};
+pub use trainer::{Gradients, Objective, Trainer, WeightSnapshot};

@@ -24,7 +24,8 @@ use serde_json::{json, Value as Json};
 
 use crate::batch::Sequence;
 use crate::config::TrainConfig;
-use crate::trainer::{StepMetrics, Trainer};
+use crate::samples::StepMetrics;
+use crate::trainer::Trainer;
 use crate::{Error, Result};
 
 /// A trajectory and the reward its record carried, if any.
@@ -36,6 +37,12 @@ pub struct SftRecord {
 
 /// The `.jsonl` files of `path` (a file, or every `*.jsonl` under a directory, sorted).
 pub fn record_files(path: &Path) -> Result<Vec<PathBuf>> {
+    if !path.exists() {
+        return Err(Error::Input(format!(
+            "{} does not exist (expected a .jsonl file or a directory of them)",
+            path.display()
+        )));
+    }
     if path.is_file() {
         return Ok(vec![path.to_path_buf()]);
     }

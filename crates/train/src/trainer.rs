@@ -7,49 +7,21 @@
 //! [`Sample`]s; it owns no randomness (a step is a deterministic function of the weights, the
 //! optimiser state and the batch).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use agent::TokenSegment;
 use candle_core::{Device, Tensor, Var};
 use candle_nn::VarBuilder;
 use model::logprobs::token_log_probs;
 use model::CausalLm;
-use serde::{Deserialize, Serialize};
 
-use crate::advantage::{group_advantages, mean_std};
 use crate::batch::{build_micro_batch, plan_micro_batches, MicroBatch, Sequence};
-use crate::config::{TrainConfig, ZeroVariance};
+use crate::config::TrainConfig;
 use crate::loss::{policy_loss, sft_loss, LossSums, TokenInputs};
 use crate::optim::{accumulate, clip_global_norm, global_norm, AdamW};
+use crate::samples::{prepare, sample_metrics, Sample, StepMetrics};
 use crate::{Error, Result};
-
-/// One scored rollout: its token segments (with loss mask and rollout log-probs), its reward,
-/// the group it is compared within (the task it answered) and its skill (for metrics only).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Sample {
-    pub segments: Vec<TokenSegment>,
-    pub reward: f64,
-    pub group: String,
-    pub skill: String,
-}
-
-impl Sample {
-    pub fn from_trajectory(
-        trajectory: &agent::Trajectory,
-        reward: f64,
-        group: impl Into<String>,
-        skill: impl Into<String>,
-    ) -> Self {
-        Self {
-            segments: trajectory.token_segments.clone(),
-            reward,
-            group: group.into(),
-            skill: skill.into(),
-        }
-    }
-}
 
 /// What a step's loss is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,58 +30,6 @@ pub enum Objective {
     PolicyGradient,
     /// Masked NLL.
     Sft,
-}
-
-/// Per-skill statistics of one step.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct SkillMetrics {
-    pub n_samples: usize,
-    pub reward_mean: f64,
-    pub reward_std: f64,
-    pub advantage_mean: f64,
-    pub advantage_std: f64,
-    /// Samples in groups whose rewards were all equal.
-    pub n_zero_variance_samples: usize,
-    pub n_trained_tokens: usize,
-}
-
-/// What one step did. Means are over trained tokens.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct StepMetrics {
-    /// The optimiser step this was (0-based).
-    pub step: u64,
-    /// The weight version after the step (incremented by every update).
-    pub weight_version: u64,
-    /// False when the batch had no trained token (nothing changed).
-    pub updated: bool,
-    pub lr: f64,
-    /// The batch loss (sum of the micro-batch losses, which share the global normaliser).
-    pub loss: f64,
-    /// The global gradient norm before clipping.
-    pub grad_norm: f64,
-    pub n_samples: usize,
-    pub n_sequences: usize,
-    pub n_micro_batches: usize,
-    pub n_trained_tokens: usize,
-    pub n_real_tokens: usize,
-    /// Real plus padding tokens run through the model.
-    pub n_padded_tokens: usize,
-    pub n_truncated_sequences: usize,
-    pub n_groups: usize,
-    pub n_zero_variance_groups: usize,
-    /// Samples left out because their group had zero variance ([`ZeroVariance::Drop`]).
-    pub n_dropped_samples: usize,
-    pub mean_logprob: f64,
-    pub clip_fraction: f64,
-    pub kl: f64,
-    pub tis_weight_mean: f64,
-    pub tis_capped_fraction: f64,
-    /// Mean of `logp_trainer − logp_rollout` over trained tokens.
-    pub rollout_mismatch: f64,
-    pub per_skill: BTreeMap<String, SkillMetrics>,
-    pub seconds: f64,
-    /// Real tokens per second through forward, backward and the update.
-    pub tokens_per_second: f64,
 }
 
 /// A copy of the weights at one version, detached from the trainer's variables.
@@ -324,76 +244,92 @@ impl Trainer {
         Ok(metrics)
     }
 
-    /// The sequences of `samples` with their group advantages, and the per-sample bookkeeping.
+    /// The gradients of one GRPO-family update on all of `samples` (π_old = the current policy).
     pub fn policy_gradients(&self, samples: &[Sample]) -> Result<Gradients> {
-        if samples.is_empty() {
-            return Err(Error::Input("a step needs at least one sample".into()));
-        }
-        let rewards: Vec<f64> = samples.iter().map(|s| s.reward).collect();
-        if let Some(bad) = rewards.iter().position(|r| !r.is_finite()) {
+        let prepared = prepare(samples, &self.config)?;
+        let mut gradients = self.gradients(&prepared.sequences, Objective::PolicyGradient)?;
+        sample_metrics(&mut gradients.metrics, samples, &prepared, 0..samples.len());
+        Ok(gradients)
+    }
+
+    /// Several updates from one batch of rollouts (PPO-style mini-batches): advantages over the
+    /// whole batch, π_old computed once before the first update, then `n_minibatches` updates on
+    /// consecutive slices of `samples` (keep a group's samples together if the split should not
+    /// cut groups). With more than one update, the clip bounds how far later updates move from
+    /// π_old. One [`StepMetrics`] per update; `n_minibatches = 1` is [`Trainer::step`].
+    pub fn step_minibatches(
+        &mut self,
+        samples: &[Sample],
+        n_minibatches: usize,
+    ) -> Result<Vec<StepMetrics>> {
+        if n_minibatches == 0 || n_minibatches > samples.len().max(1) {
             return Err(Error::Input(format!(
-                "sample {bad} has a non-finite reward {}",
-                rewards[bad]
+                "n_minibatches must be between 1 and the {} samples, got {n_minibatches}",
+                samples.len()
             )));
         }
-        let groups: Vec<&str> = samples.iter().map(|s| s.group.as_str()).collect();
-        let loss = &self.config.loss;
-        let adv = group_advantages(&rewards, &groups, loss.algorithm, loss.advantage_eps);
-        let drop = loss.zero_variance == ZeroVariance::Drop;
-        let mut sequences = Vec::new();
-        let mut n_dropped = 0;
-        for (i, sample) in samples.iter().enumerate() {
-            if drop && adv.zero_variance[i] {
-                n_dropped += 1;
+        let mut prepared = prepare(samples, &self.config)?;
+        if n_minibatches > 1 {
+            let old = self.sequence_logprobs(&prepared.sequences)?;
+            for (s, o) in prepared.sequences.iter_mut().zip(old) {
+                s.old_logprobs = Some(o);
+            }
+        }
+        let n = samples.len();
+        let mut out = Vec::with_capacity(n_minibatches);
+        for k in 0..n_minibatches {
+            let range = k * n / n_minibatches..(k + 1) * n / n_minibatches;
+            let part: Vec<Sequence> = prepared
+                .sequences
+                .iter()
+                .filter(|s| range.contains(&s.sample))
+                .cloned()
+                .collect();
+            let mut gradients = self.gradients(&part, Objective::PolicyGradient)?;
+            sample_metrics(&mut gradients.metrics, samples, &prepared, range);
+            out.push(self.apply(gradients)?);
+        }
+        Ok(out)
+    }
+
+    /// Per-token log-probs of each sequence under the current weights (no gradient kept), laid
+    /// out like [`Sequence::rollout_logprobs`]: entry `t` scores token `t`, entry 0 is 0.
+    pub fn sequence_logprobs(&self, sequences: &[Sequence]) -> Result<Vec<Vec<f32>>> {
+        let mut out = vec![Vec::new(); sequences.len()];
+        let lengths: Vec<usize> = sequences.iter().map(|s| s.tokens.len()).collect();
+        let dtype = self.config.precision.dtype();
+        for indices in plan_micro_batches(&lengths, self.config.micro_batch_tokens) {
+            let short: Vec<usize> = indices
+                .iter()
+                .copied()
+                .filter(|&i| lengths[i] < 2)
+                .collect();
+            for i in short {
+                out[i] = vec![0.0; lengths[i]];
+            }
+            let members: Vec<usize> = indices.into_iter().filter(|&i| lengths[i] >= 2).collect();
+            if members.is_empty() {
                 continue;
             }
-            for segment in &sample.segments {
-                sequences.push(Sequence {
-                    tokens: segment.token_ids.clone(),
-                    loss_mask: segment.loss_mask.clone(),
-                    rollout_logprobs: segment.logprobs.clone(),
-                    old_logprobs: None,
-                    advantage: adv.advantages[i],
-                    sample: i,
-                });
+            let refs: Vec<&Sequence> = members.iter().map(|&i| &sequences[i]).collect();
+            let batch = build_micro_batch(&refs, dtype, &self.device)?;
+            let rows = token_log_probs(
+                &self.model,
+                &batch.tokens,
+                Some(&batch.attention_mask),
+                self.config.logprob_chunk,
+            )?
+            .detach()
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec2::<f32>()?;
+            for (&i, row) in members.iter().zip(rows) {
+                let mut values = Vec::with_capacity(lengths[i]);
+                values.push(0.0);
+                values.extend_from_slice(&row[..lengths[i] - 1]);
+                out[i] = values;
             }
         }
-        let mut gradients = self.gradients(&sequences, Objective::PolicyGradient)?;
-        let m = &mut gradients.metrics;
-        m.n_samples = samples.len();
-        m.n_groups = adv.n_groups;
-        m.n_zero_variance_groups = adv.n_zero_variance_groups;
-        m.n_dropped_samples = n_dropped;
-        let mut trained_per_sample = vec![0usize; samples.len()];
-        for s in &sequences {
-            trained_per_sample[s.sample] += s.n_trained();
-        }
-        let mut by_skill: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
-        for (i, s) in samples.iter().enumerate() {
-            by_skill.entry(s.skill.as_str()).or_default().push(i);
-        }
-        for (skill, indices) in by_skill {
-            let r: Vec<f64> = indices.iter().map(|&i| rewards[i]).collect();
-            let a: Vec<f64> = indices.iter().map(|&i| adv.advantages[i]).collect();
-            let (reward_mean, reward_std) = mean_std(&r);
-            let (advantage_mean, advantage_std) = mean_std(&a);
-            m.per_skill.insert(
-                skill.to_string(),
-                SkillMetrics {
-                    n_samples: indices.len(),
-                    reward_mean,
-                    reward_std,
-                    advantage_mean,
-                    advantage_std,
-                    n_zero_variance_samples: indices
-                        .iter()
-                        .filter(|&&i| adv.zero_variance[i])
-                        .count(),
-                    n_trained_tokens: indices.iter().map(|&i| trained_per_sample[i]).sum(),
-                },
-            );
-        }
-        Ok(gradients)
+        Ok(out)
     }
 
     /// Summed gradients of `objective` over `sequences`, normalised by their total trained-token
@@ -405,10 +341,17 @@ impl Trainer {
             .max_seq_len
             .unwrap_or(usize::MAX)
             .min(self.model.spec().max_position_embeddings);
+        let vocab = self.model.spec().vocab_size;
         let mut kept: Vec<Sequence> = Vec::with_capacity(sequences.len());
         let mut n_truncated = 0;
         for s in sequences {
             s.validate()?;
+            if let Some(bad) = s.tokens.iter().find(|&&t| t as usize >= vocab) {
+                return Err(Error::Input(format!(
+                    "sample {}: token {bad} is outside the model's vocabulary of {vocab}",
+                    s.sample
+                )));
+            }
             let mut s = s.clone();
             n_truncated += usize::from(s.truncate(max_len));
             if s.tokens.len() >= 2 && s.n_trained() > 0 {
@@ -496,5 +439,17 @@ impl Trainer {
                 policy_loss(&logprobs, &inputs, &self.config.loss, normaliser)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// The rollout side runs the trainer on its own thread and sends it batches.
+    #[test]
+    fn trainer_and_samples_can_move_between_threads() {
+        fn assert_send<T: Send>() {}
+        assert_send::<super::Trainer>();
+        assert_send::<super::Sample>();
+        assert_send::<super::WeightSnapshot>();
     }
 }

@@ -172,14 +172,29 @@ fn an_interrupted_sft_run_resumes_to_the_same_weights() {
     )
     .unwrap();
     let out = root.path().join("b");
-    // A run of 3 steps (its last checkpoint at step 3), continued to 5 with --resume.
+    // A run of 3 steps whose last checkpoint is from step 2, as if killed after writing step
+    // 2's metrics line but before its checkpoint: the step-2 checkpoint comes from a 2-step run.
     sft::run(&model_dir, &out, &data, &options(3), false, &device, |_| {}).unwrap();
+    let other = root.path().join("c");
+    sft::run(
+        &model_dir,
+        &other,
+        &data,
+        &options(2),
+        false,
+        &device,
+        |_| {},
+    )
+    .unwrap();
+    std::fs::remove_dir_all(out.join("checkpoint")).unwrap();
+    std::fs::rename(other.join("checkpoint"), out.join("checkpoint")).unwrap();
     let mut seen = Vec::new();
     let resumed = sft::run(&model_dir, &out, &data, &options(5), true, &device, |m| {
         seen.push(m.step)
     })
     .unwrap();
-    assert_eq!(seen, vec![3, 4]);
+    // Step 2 is redone; its old metrics line is replaced, not repeated.
+    assert_eq!(seen, vec![2, 3, 4]);
     assert_eq!(
         common::weights_f64(&straight),
         common::weights_f64(&resumed)

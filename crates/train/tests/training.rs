@@ -187,3 +187,50 @@ fn grpo_learns_a_toy_task_on_cpu() {
         "mean reward went from {early:.3} to {late:.3}: {rewards:.2?}"
     );
 }
+
+#[test]
+fn minibatch_updates_clip_against_the_policy_before_the_first_update() {
+    let root = tempfile::tempdir().unwrap();
+    common::write_checkpoint(root.path(), &common::tiny_config(16, 32, 2), 11, 0.0);
+    let config = TrainConfig {
+        loss: LossConfig::for_algorithm(Algorithm::Grpo),
+        max_grad_norm: None,
+        ..TrainConfig::default()
+    }
+    .with_lr(5e-2);
+    let mut trainer = Trainer::new(root.path(), config, &Device::Cpu).unwrap();
+    let (samples, _) = rollouts(&trainer, 0, 4, 8);
+    // The trainer's log-probs of the rollouts are the engine's (same weights), token for token.
+    let sequences: Vec<train::Sequence> = samples
+        .iter()
+        .map(|s| {
+            let seg = &s.segments[0];
+            train::Sequence {
+                tokens: seg.token_ids.clone(),
+                loss_mask: seg.loss_mask.clone(),
+                rollout_logprobs: seg.logprobs.clone(),
+                old_logprobs: None,
+                advantage: 0.0,
+                sample: 0,
+            }
+        })
+        .collect();
+    let ours = trainer.sequence_logprobs(&sequences).unwrap();
+    for (s, lp) in sequences.iter().zip(&ours) {
+        for ((&m, &a), &b) in s.loss_mask.iter().zip(lp).zip(&s.rollout_logprobs) {
+            if m == 1 {
+                assert!((a - b).abs() < 1e-4, "trainer {a} vs engine {b}");
+            }
+        }
+    }
+    let metrics = trainer.step_minibatches(&samples, 4).unwrap();
+    assert_eq!(metrics.len(), 4);
+    assert_eq!(trainer.weight_version(), 4);
+    assert_eq!(metrics[0].clip_fraction, 0.0);
+    assert!(
+        metrics[3].clip_fraction > 0.0,
+        "no token clipped after 3 updates at lr 0.05: {:?}",
+        metrics.iter().map(|m| m.clip_fraction).collect::<Vec<_>>()
+    );
+    assert!(metrics.iter().all(|m| m.n_samples == 8 && m.updated));
+}
