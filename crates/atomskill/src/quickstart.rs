@@ -24,8 +24,8 @@ pub struct QuickstartArgs {
     /// Projects of the default corpus to make tasks from.
     #[arg(long, value_delimiter = ',', default_value = "toolz,cachetools")]
     projects: Vec<String>,
-    /// Bugs per project (each gives an instance of every skill).
-    #[arg(long, default_value_t = 4)]
+    /// Bugs per project (each gives an instance of every skill; half the bugs go to evaluation).
+    #[arg(long, default_value_t = 2)]
     bugs_per_project: usize,
     /// Samples per instance in the evaluations.
     #[arg(long, default_value_t = 3)]
@@ -34,7 +34,7 @@ pub struct QuickstartArgs {
     #[arg(long, default_value_t = 4)]
     steps: u64,
     /// SFT steps.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 20)]
     sft_steps: u64,
     /// Start from this HF checkpoint instead of a new tiny model.
     #[arg(long)]
@@ -366,4 +366,36 @@ fn write_report(
     std::fs::write(&path, html)?;
     println!("report: {}", path.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(id: &str, bug: &str) -> Instance {
+        let line = serde_json::json!({
+            "schema_version": 1,
+            "instance_id": id,
+            "project": {"name": "p", "version": "1", "ecosystem": "pypi", "snapshot": "s"},
+            "bug": {"bug_id": bug, "file": "f.py", "function": null, "operators": [], "line": 1, "description": "", "seed": 0},
+            "setup": {},
+            "task": {"skill": "localization", "issue": "", "gold_files": []},
+        });
+        serde_json::from_value(line).unwrap()
+    }
+
+    #[test]
+    fn every_bug_is_in_one_set_only() {
+        let instances: Vec<Instance> = ["a", "b", "c", "d", "e"]
+            .iter()
+            .flat_map(|bug| (0..3).map(move |i| instance(&format!("{bug}{i}"), bug)))
+            .collect();
+        let (train, eval) = split_by_bug(instances);
+        let bugs = |set: &[Instance]| -> BTreeSet<String> {
+            set.iter().map(|i| i.bug.bug_id.clone()).collect()
+        };
+        assert_eq!(bugs(&train), ["a", "c", "e"].map(String::from).into());
+        assert_eq!(bugs(&eval), ["b", "d"].map(String::from).into());
+        assert_eq!(train.len() + eval.len(), 15);
+    }
 }
