@@ -75,11 +75,28 @@ fn sandbox_run_passes_output_and_status_through() {
     );
 }
 
+/// A malformed training config is refused before anything runs, naming the file and the field.
 #[test]
-fn planned_subcommands_say_so() {
-    let out = atomskill().args(["train"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("issue 6"));
+fn a_malformed_train_config_names_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("run.toml");
+    std::fs::write(&config, "model = \"m\"\ntasks = \"t\"\nstepz = 3\n").unwrap();
+    let out = atomskill()
+        .arg("--home")
+        .arg(dir.path())
+        .args(["train", "--config"])
+        .arg(&config)
+        .args(["--out"])
+        .arg(dir.path().join("run"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("run.toml") && stderr.contains("stepz"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("run").exists());
 }
 
 /// kill -9 of the supervisor takes its sandboxed processes with it, and the next run removes
