@@ -169,6 +169,13 @@ pub async fn run_fast(
             return Ok(run);
         }
     };
+    parse_report(&report, mutants, &mut run);
+    Ok(run)
+}
+
+/// Reads the runner's report into `run`. A line naming an unknown mutant or one already
+/// decided makes the whole report untrusted: every decision from it is dropped.
+fn parse_report(report: &str, mutants: &[Mutant], run: &mut FastRun) {
     let wanted: std::collections::BTreeSet<&str> = mutants.iter().map(|m| m.id.as_str()).collect();
     let mut seen = std::collections::BTreeSet::new();
     for text in report.lines() {
@@ -189,7 +196,6 @@ pub async fn run_fast(
             continue;
         };
         if !wanted.contains(id.as_str()) || !seen.insert(id.clone()) {
-            // A line for an unknown mutant, or a second one: the report is not to be trusted.
             run.fatal = Some(format!("the report names mutant `{id}` unexpectedly"));
             run.outcomes
                 .retain(|_, o| matches!(o, MutantOutcome::Slow { .. }));
@@ -206,13 +212,72 @@ pub async fn run_fast(
         };
         run.outcomes.insert(id, outcome);
     }
-    Ok(run)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::patch::FileEdits;
+
+    fn mutant(id: &str, edits: FileEdits) -> Mutant {
+        Mutant {
+            id: id.into(),
+            description: String::new(),
+            edits,
+        }
+    }
+
+    /// Parses `report` for mutants `a` and `b`; returns the outcomes as `id=k|s|slow` and the
+    /// fatal message.
+    fn check_report(report: &str, expected: &str, expected_fatal: Option<&str>) {
+        let mutants = [mutant("a", FileEdits::new()), mutant("b", FileEdits::new())];
+        let mut run = FastRun::default();
+        parse_report(report, &mutants, &mut run);
+        let outcomes: Vec<String> = run
+            .outcomes
+            .iter()
+            .map(|(id, o)| {
+                let o = match o {
+                    MutantOutcome::Killed { .. } => "k",
+                    MutantOutcome::Survived => "s",
+                    MutantOutcome::Slow { .. } => "slow",
+                };
+                format!("{id}={o}")
+            })
+            .collect();
+        assert_eq!(outcomes.join(" "), expected, "{report}");
+        assert_eq!(run.fatal.as_deref(), expected_fatal, "{report}");
+    }
+
+    #[test]
+    fn reports() {
+        let control = r#"{"control": {"outcome": "survived", "seconds": 0.1}}"#;
+        let a_killed = r#"{"id": "a", "outcome": "killed", "reason": "t failed"}"#;
+        let b_survived = r#"{"id": "b", "outcome": "survived"}"#;
+        check_report(&[control, a_killed, b_survived].join("\n"), "a=k b=s", None);
+        check_report(
+            &[control, r#"{"id": "b", "outcome": "slow", "reason": "r"}"#].join("\n"),
+            "b=slow",
+            None,
+        );
+        // A second line for one mutant, or an unknown mutant: nothing from the report counts.
+        check_report(
+            &[control, a_killed, b_survived, a_killed].join("\n"),
+            "",
+            Some("the report names mutant `a` unexpectedly"),
+        );
+        check_report(
+            &[control, r#"{"id": "c", "outcome": "killed"}"#].join("\n"),
+            "",
+            Some("the report names mutant `c` unexpectedly"),
+        );
+        check_report(
+            r#"{"fatal": "threads are alive after collection"}"#,
+            "",
+            Some("threads are alive after collection"),
+        );
+        check_report("not json", "", Some("unreadable report line `not json`"));
+    }
 
     #[test]
     fn only_single_file_rewrites_of_the_target_go_fast() {
