@@ -19,19 +19,28 @@ Skips and xfails are neither. The first failed report decides: the child stops t
 
 Whatever this runner cannot model exactly is reported as "slow", and atomskill grades that
 mutant in a fresh episode instead. Per mutant: the mutant changes code outside function bodies
-(module or class body bytecode), changes the code tree's shape or a docstring, changes a function
-that ran during import or collection, changes a function no live object runs (and no changed
-enclosing function creates), or has a suspended generator of changed code. For the whole file:
+(module or class body bytecode, or which functions and classes they define), changes a
+docstring or a closure, changes a function that ran during import or collection, changes a
+function no live object runs (and no changed enclosing function creates), or has a suspended
+generator of changed code. For the whole file:
 collection errors, threads alive after collection, the target file read after its import
 began (other than by the import itself), or a pristine control child that does not survive.
+
+Once a child's report is in, the parent kills its process group (whatever the tests left running
+dies with it, as the slow path's sandbox kills everything when pytest exits) and reaps it later.
+
+What keeps a child cheap without changing an outcome: the parent's objects are frozen out of the
+garbage collector (gc.freeze), caches every child would fill are filled once in the parent
+(`warm_up`), and a failure's text is the exception line instead of pytest's formatted traceback
+(`short_failure`): the report's outcome is decided before its text is made.
 
 The child's time budget is the slow path's test timeout minus what this process spent before
 the first child (interpreter start, pytest start, collection), so the fast path never grants a
 mutant more time than the slow path would.
 
 Output: one JSON object per line in the result file: {"control": ...} first, then one line per
-mutant {"id", "outcome": "killed"|"survived"|"slow", "reason", "seconds" (compile, match,
-fork, tests, reap)}, or {"fatal": reason}.
+mutant {"id", "outcome": "killed"|"survived"|"slow", "reason", "seconds" (compiling and
+matching the mutant, and its child up to the report)}, or {"fatal": reason}.
 This file is the runner's only output; it never runs a test in its own (parent) process.
 """
 import atexit
@@ -246,6 +255,12 @@ def make_plugin(pytest, spec, watch, out):
     class Plugin:
         def __init__(self):
             self.failure = None
+            self.unreaped = []
+
+        def reap(self, block):
+            for pid in list(self.unreaped):
+                if os.waitpid(pid, 0 if block else os.WNOHANG)[0]:
+                    self.unreaped.remove(pid)
 
         @pytest.hookimpl(tryfirst=True)
         def pytest_collection_finish(self, session):
@@ -289,6 +304,7 @@ def make_plugin(pytest, spec, watch, out):
 
         def child(self, session, source, swaps, mtime, timeout):
             """Forks, runs the items with the mutant in place, returns its outcome."""
+            self.reap(block=False)
             sys.stdout.flush()
             sys.stderr.flush()
             read_end, write_end = os.pipe()
@@ -325,25 +341,23 @@ def make_plugin(pytest, spec, watch, out):
                     os._exit(status)
             os.close(write_end)
             started = time.monotonic()
-            timed_out = not wait_exit(pid, timeout)
-            if timed_out:
-                os.killpg(pid, signal.SIGKILL)
-            _, wait_status = os.waitpid(pid, 0)
-            seconds = time.monotonic() - started
+            data, how = wait_report(pid, read_end, started + timeout)
+            os.close(read_end)
+            # The report is the child's last act before os._exit: past it, only its exit (the
+            # kernel freeing its memory) and whatever the tests left running remain. Both are
+            # killed now; the exit is reaped later.
             try:
-                os.killpg(pid, signal.SIGKILL)  # whatever the tests left running
+                os.killpg(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            os.set_blocking(read_end, False)
-            data = b""
-            try:
-                while chunk := os.read(read_end, 65536):
-                    data += chunk
-            except BlockingIOError:
-                pass
-            os.close(read_end)
+            seconds = time.monotonic() - started
             lines = data.decode(errors="replace").strip().splitlines()
-            if timed_out:
+            if how == "report":
+                self.unreaped.append(pid)
+                wait_status = None
+            else:
+                _, wait_status = os.waitpid(pid, 0)
+            if how == "timeout":
                 result = {"outcome": "killed", "reason": f"timed out after {timeout:.1f} s"}
             elif lines:
                 try:
@@ -391,32 +405,55 @@ def make_plugin(pytest, spec, watch, out):
                     result = self.child(session, mutant["source"], swaps, mtime, timeout)
                 except Unsafe as error:
                     result = {"outcome": "slow", "reason": str(error)}
-                # The mutant's whole cost here: compiling and matching it, the child, the reap.
+                # The mutant's whole cost here: compiling and matching it, the child.
                 result["seconds"] = round(time.monotonic() - started, 6)
                 emit(out, {"id": mutant["id"], **result})
+            self.reap(block=True)
             with open(target, "w", encoding="utf-8", newline="") as file:
                 file.write(pristine_source)
 
     return Plugin()
 
 
-def wait_exit(pid, timeout):
-    """Waits up to `timeout` seconds for child `pid` to exit (without reaping it); whether it
-    did."""
+def wait_report(pid, read_end, deadline):
+    """Waits for child `pid`'s report line on `read_end`, its exit, or `deadline`; returns what
+    was read and which came first: "report", "exited" or "timeout"."""
+    data = b""
     try:
         pidfd = os.pidfd_open(pid)
     except (AttributeError, OSError):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
-                return True
-            time.sleep(0.001)
-        return False
+        pidfd = None
+    watched = [read_end] + ([pidfd] if pidfd is not None else [])
     try:
-        ready, _, _ = select.select([pidfd], [], [], timeout)
-        return bool(ready)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return data, "timeout"
+            if pidfd is None:
+                remaining = min(remaining, 0.001)
+            ready, _, _ = select.select(watched, [], [], remaining)
+            if read_end in ready:
+                chunk = os.read(read_end, 65536)
+                if chunk:
+                    data += chunk
+                    if data.endswith(b"\n"):
+                        return data, "report"
+                else:
+                    watched.remove(read_end)  # end of file: the child is gone or going
+            exited = pidfd in ready if pidfd is not None else (
+                os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+            )
+            if exited:
+                os.set_blocking(read_end, False)
+                try:
+                    while chunk := os.read(read_end, 65536):
+                        data += chunk
+                except BlockingIOError:
+                    pass
+                return data, "exited"
     finally:
-        os.close(pidfd)
+        if pidfd is not None:
+            os.close(pidfd)
 
 
 def warm_up():

@@ -5,7 +5,7 @@
 //! The fixture (`tests/fixtures/mutants`) has a plain function, a decorated one, an
 //! `lru_cache`d one, a closure made at import time, a generator, a method, a property, a
 //! staticmethod; the mutants include equivalent ones, one that shifts every later line, one
-//! outside any function, one that loops forever and one that kills the interpreter.
+//! outside any function, one that adds a generator expression, one that loops forever and one that kills the interpreter.
 //!
 //! Needs root (the sandbox) and ATOMSKILL_TEST_VENV, a virtualenv with pytest (scripts/test
 //! makes it).
@@ -44,6 +44,12 @@ const MUTANTS: &[(&str, &str, &str)] = &[
     ),
     ("area_const", "width * height * 1", "width * height * 2"),
     ("area_equiv", "width * height * 1", "width * height // 1"),
+    // A generator expression appears: the function's code tree changes shape.
+    (
+        "area_genexpr",
+        "width * height * 1",
+        "sum(width for _ in range(height)) * 1",
+    ),
     ("fib_base", "if n < 2:", "if n <= 2:"),
     ("adder", "return x + step", "return x - step"),
     ("digits_loop", "n //= 10", "n //= 1"),
@@ -272,7 +278,13 @@ async fn fast_and_slow_paths_kill_the_same_mutants() {
         &instance,
         &answer("strong.py"),
         0.0,
-        &["clamp_equiv", "clamp_shift", "clamp_doc", "area_equiv"],
+        &[
+            "clamp_equiv",
+            "clamp_shift",
+            "clamp_doc",
+            "area_equiv",
+            "area_genexpr",
+        ],
         &always_slow,
     )
     .await;
@@ -287,6 +299,7 @@ async fn fast_and_slow_paths_kill_the_same_mutants() {
             "clamp_doc",
             "area_const",
             "area_equiv",
+            "area_genexpr",
             "fib_base",
             "adder",
             "digits_loop",
@@ -319,6 +332,7 @@ async fn fast_and_slow_paths_kill_the_same_mutants() {
             "clamp_doc",
             "area_const",
             "area_equiv",
+            "area_genexpr",
             "fib_base",
             "adder",
             "digits_loop",
@@ -343,6 +357,7 @@ async fn fast_and_slow_paths_kill_the_same_mutants() {
             "clamp_doc",
             "area_const",
             "area_equiv",
+            "area_genexpr",
             "fib_base",
             "adder",
             "digits_loop",
