@@ -449,6 +449,22 @@ pub fn swebench(store_root: &Path, command: SweBenchCommand) -> Result<std::proc
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+/// A prepared project of the corpus cache (`NAME-VERSION`) and its snapshot, for
+/// `bench mutants`.
+pub fn mutants_case(
+    home: &Path,
+    store: &SnapshotStore,
+    project: &str,
+) -> Result<bench::mutants::Case> {
+    let dir = corpus_cache(home).root().join(project);
+    let prepared: corpus::Prepared =
+        serde_json::from_slice(&std::fs::read(dir.join("prepared.json")).with_context(|| {
+            format!("{project}: not in the corpus cache; run `atomskill corpus fetch` first")
+        })?)?;
+    let snapshot = store.import_dir(&prepared.tree, None)?;
+    Ok(bench::mutants::Case { prepared, snapshot })
+}
+
 /// Editing instances of `tasks` with their prepared projects (from the corpus cache) and
 /// snapshots, for `bench grading`.
 pub fn grading_cases(

@@ -114,6 +114,8 @@ enum BenchCommand {
     Sandbox(bench::sandbox::Options),
     /// The editing reward's cost against raw pytest on the same test ids.
     Grading(bench::grading::Options),
+    /// The unit-test reward's cost per mutant against mutmut's, on one function and test file.
+    Mutants(bench::mutants::Options),
     /// Orchestration CPU and memory per episode of many concurrent agent episodes.
     Agent(bench::agent::Options),
     /// Forward pass against PyTorch eager; in-process generation throughput.
@@ -258,6 +260,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let (sandbox, store) = factory_sandbox(&home)?;
             let cases = factory::grading_cases(&home, &store, &options.tasks)?;
             bench::grading::run(&options, sandbox, &cases).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Mutants(options)) => {
+            let (sandbox, store) = factory_sandbox(&home)?;
+            let case = factory::mutants_case(&home, &store, &options.project)?;
+            bench::mutants::run(&options, sandbox, &case).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Corpus(factory::CorpusCommand::List(args)) => factory::corpus_list(&home, args),

@@ -4,6 +4,7 @@
 pub mod agent;
 pub mod grading;
 pub mod model;
+pub mod mutants;
 pub mod sandbox;
 pub mod train;
 

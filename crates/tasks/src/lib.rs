@@ -7,6 +7,7 @@
 pub mod decontam;
 pub mod error;
 pub mod instance;
+pub mod mutants;
 pub mod patch;
 pub mod store;
 pub mod swebench;

@@ -17,6 +17,7 @@ use testrun::{Selection, TestRun, TestRunner, TestStatus};
 
 use crate::error::{Error, Result};
 use crate::instance::{Instance, Task};
+use crate::mutants::MutantOutcome;
 use crate::patch::FileEdits;
 
 /// What an episode produced, captured once the agent finished.
@@ -53,6 +54,9 @@ pub struct Details {
     pub mutation_score: Option<f64>,
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub survived_mutants: Vec<String>,
+    /// Mutants the fast unit-test reward left to the slow path, each with the reason.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub slow_mutants: Vec<String>,
     /// Exit codes of a reproduction script on the buggy and on the fixed code.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub script_exit_before: Option<i32>,
@@ -90,6 +94,10 @@ pub struct Grader {
     /// By snapshot id.
     projects: BTreeMap<String, GradedProject>,
     pub test_timeout: Duration,
+    /// Grade Python test-generation mutants with the fast path (`crate::mutants`): one episode,
+    /// one collection, a forked child per mutant. On by default; off grades every mutant in a
+    /// fresh episode (the reference the fast path is tested against).
+    pub fast_mutants: bool,
 }
 
 /// Files an answer may never change for grading, besides the project's test paths: test
@@ -144,6 +152,7 @@ impl Grader {
             memo: Default::default(),
             projects: BTreeMap::new(),
             test_timeout,
+            fast_mutants: true,
         }
     }
 
@@ -259,11 +268,12 @@ impl Grader {
                     .await
             }
             Task::TestGeneration {
+                target,
                 grade_path,
                 mutants,
                 ..
             } => {
-                self.grade_test_generation(instance, answer, grade_path, mutants)
+                self.grade_test_generation(instance, answer, &target.file, grade_path, mutants)
                     .await
             }
             Task::Reproduction { gold_patch, .. } => {
@@ -319,6 +329,7 @@ impl Grader {
         &self,
         instance: &Instance,
         answer: &Answer,
+        target_file: &str,
         grade_path: &str,
         mutants: &[crate::instance::Mutant],
     ) -> Result<Verdict> {
@@ -339,7 +350,28 @@ impl Grader {
         };
         let test_file = FileEdits::new().write(grade_path, content.clone());
         let selection = Selection::Ids(vec![grade_path.to_string()]);
-        let original = self.run_tests(project, &test_file, &selection).await?;
+        // The mutant runner starts with the pristine run (it needs nothing from it); its
+        // outcomes are dropped if the file does not pass on the original code.
+        let fast_run = async {
+            if !self.fast_mutants || project.runner.prepared().spec.ecosystem != Ecosystem::Pypi {
+                return Ok(None);
+            }
+            let episode = self.episode(project, &test_file).await?;
+            let run = crate::mutants::run_fast(
+                &project.runner,
+                &episode,
+                target_file,
+                grade_path,
+                mutants,
+                self.test_timeout,
+            )
+            .await;
+            episode.destroy()?;
+            run.map(Some)
+        };
+        let (original, fast) =
+            tokio::join!(self.run_tests(project, &test_file, &selection), fast_run);
+        let original = original?;
         let all_pass = file_passes(&original);
         if !all_pass {
             let failed: Vec<String> = original
@@ -366,15 +398,32 @@ impl Grader {
                 },
             ));
         }
+        let fast: Option<crate::mutants::FastRun> = fast?;
         let mut survived = Vec::new();
+        let mut slow_mutants = Vec::new();
         for mutant in mutants {
-            let run = self
-                .run_tests(project, &mutant.edits.then(&test_file), &selection)
-                .await?;
-            let passes = run.consistent
-                && !run.statuses.is_empty()
-                && run.statuses.values().all(|s| s.is_pass());
-            if passes {
+            let fast_outcome = fast
+                .as_ref()
+                .map(|f| (f.outcomes.get(&mutant.id), &f.fatal));
+            let survives = match fast_outcome {
+                Some((Some(MutantOutcome::Killed { .. }), _)) => false,
+                Some((Some(MutantOutcome::Survived), _)) => true,
+                _ => {
+                    if let Some((outcome, fatal)) = fast_outcome {
+                        let reason = match (outcome, fatal) {
+                            (Some(MutantOutcome::Slow { reason }), _) => reason.clone(),
+                            (_, Some(fatal)) => fatal.clone(),
+                            _ => "the fast runner gave no outcome".to_string(),
+                        };
+                        slow_mutants.push(format!("{}: {reason}", mutant.id));
+                    }
+                    let run = self
+                        .run_tests(project, &mutant.edits.then(&test_file), &selection)
+                        .await?;
+                    survives_mutant(&run)
+                }
+            };
+            if survives {
                 survived.push(mutant.id.clone());
             }
         }
@@ -387,6 +436,7 @@ impl Grader {
         let details = Details {
             mutation_score: Some(score),
             survived_mutants: survived.clone(),
+            slow_mutants,
             ..Details::default()
         };
         Ok(if survived.is_empty() && !mutants.is_empty() {
@@ -485,6 +535,19 @@ impl Grader {
             }
         })
     }
+}
+
+/// A mutant survives a run of the generated test file when the run is consistent, reported
+/// tests, and none of them failed or errored: skips and xfails do not kill a mutant, any more
+/// than they fail the file on the original code (see `file_passes`). A run that was killed,
+/// timed out or whose report disagrees with its exit status is inconsistent and kills.
+fn survives_mutant(run: &TestRun) -> bool {
+    run.consistent
+        && !run.statuses.is_empty()
+        && !run
+            .statuses
+            .values()
+            .any(|s| matches!(s, TestStatus::Failed | TestStatus::Error))
 }
 
 /// A generated test file "passes" when its run is consistent, at least one of its tests passed

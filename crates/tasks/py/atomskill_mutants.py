@@ -1,0 +1,503 @@
+"""Runs one pytest file against many mutants of one module, collecting it once.
+
+Started by atomskill in a sandbox episode as `python atomskill_mutants.py SPEC.json` in place of
+`python -m pytest ARGS`, with the same ARGS (from the spec). It imports pytest, collects the
+test file against the pristine code, then for each mutant forks a child that
+
+  1. writes the mutant's source over the target file (so source reads, reloads and
+     subprocesses see what the slow path's fresh episode would show them),
+  2. sets the `__code__` of every live function object whose code the mutant changed to the
+     mutant's code object (so references held by decorators, classes, other modules and
+     `from x import f` all see the mutant, as a fresh import would give them),
+  3. runs the collected items as pytest's own loop does, then the end of a pytest process
+     (session finish, unconfigure, non-daemon threads joined, atexit handlers).
+
+A mutant is killed iff a test of the file fails or errors in any phase (a failed report: the
+JUnit `failure`/`error` of the slow path), or the child dies or runs past its time budget; it
+survives iff every item ran and the process would have ended normally with no failed report.
+Skips and xfails are neither. The first failed report decides: the child stops there.
+
+Whatever this runner cannot model exactly is reported as "slow", and atomskill grades that
+mutant in a fresh episode instead. Per mutant: the mutant changes code outside function bodies
+(module or class body bytecode, or which functions and classes they define), changes a
+docstring or a closure, changes a function that ran during import or collection, changes a
+function no live object runs (and no changed enclosing function creates), or has a suspended
+generator of changed code. For the whole file:
+collection errors, threads alive after collection, the target file read after its import
+began (other than by the import itself), or a pristine control child that does not survive.
+
+Once a child's report is in, the parent kills its process group (whatever the tests left running
+dies with it, as the slow path's sandbox kills everything when pytest exits) and reaps it later.
+
+What keeps a child cheap without changing an outcome: the parent's objects are frozen out of the
+garbage collector (gc.freeze), caches every child would fill are filled once in the parent
+(`warm_up`), and a failure's text is the exception line instead of pytest's formatted traceback
+(`short_failure`): the report's outcome is decided before its text is made.
+
+The child's time budget is the slow path's test timeout minus what this process spent before
+the first child (interpreter start, pytest start, collection), so the fast path never grants a
+mutant more time than the slow path would.
+
+Output: one JSON object per line in the result file: {"control": ...} first, then one line per
+mutant {"id", "outcome": "killed"|"survived"|"slow", "reason", "seconds" (compiling and
+matching the mutant, and its child up to the report)}, or {"fatal": reason}.
+This file is the runner's only output; it never runs a test in its own (parent) process.
+"""
+import atexit
+import gc
+import json
+import linecache
+import os
+import select
+import signal
+import sys
+import threading
+import time
+import types
+
+STARTED = time.monotonic()
+CO_OPTIMIZED = 0x1
+
+
+def code_tree(code, path=()):
+    """Pre-order (path, code) over a code object and the code objects among its constants."""
+    yield path, code
+    index = 0
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from code_tree(const, path + (index,))
+            index += 1
+
+
+def qualname(code):
+    return getattr(code, "co_qualname", code.co_name)
+
+
+def is_function(code):
+    return bool(code.co_flags & CO_OPTIMIZED)
+
+
+def docstring(code):
+    first = code.co_consts[0] if code.co_consts else None
+    return first if isinstance(first, str) else None
+
+
+def shallow(code):
+    """A code object without its nested code objects and line numbers: what a module or class
+    body executes at import."""
+    consts = tuple(
+        ("<code>", qualname(c)) if isinstance(c, types.CodeType) else (type(c).__name__, repr(c))
+        for c in code.co_consts
+    )
+    return (
+        code.co_code,
+        consts,
+        code.co_names,
+        code.co_varnames,
+        code.co_freevars,
+        code.co_cellvars,
+        code.co_flags,
+        code.co_argcount,
+        code.co_posonlyargcount,
+        code.co_kwonlyargcount,
+        code.co_exceptiontable,
+    )
+
+
+class Watch:
+    """What happened to the target file before the test loop: the file names it was executed
+    under, the code objects of it that ran, and reads of it after its import began."""
+
+    def __init__(self, target):
+        self.target = target
+        self.basename = os.path.basename(target)
+        self.active = True
+        self.filenames = set()
+        self.called = set()
+        self.late_reads = []
+
+    def is_target(self, filename):
+        return (
+            isinstance(filename, str)
+            and os.path.basename(filename) == self.basename
+            and os.path.realpath(filename) == self.target
+        )
+
+    def audit(self, event, args):
+        if not self.active:
+            return
+        if event == "exec":
+            code = args[0]
+            if isinstance(code, types.CodeType) and self.is_target(code.co_filename):
+                if code.co_filename in self.filenames:
+                    # Executed a second time (a reload during collection).
+                    self.late_reads.append("the target module was executed twice")
+                self.filenames.add(code.co_filename)
+                sys.setprofile(self.profile)
+                threading.setprofile(self.profile)
+        elif event == "open" and self.filenames:
+            path = args[0]
+            if isinstance(path, bytes):
+                path = os.fsdecode(path)
+            if self.is_target(path):
+                self.late_reads.append("the target file was opened after its import began")
+
+    def profile(self, frame, event, arg):
+        if event == "call":
+            code = frame.f_code
+            if code.co_filename in self.filenames:
+                self.called.add(code)
+
+    def stop(self):
+        self.active = False
+        sys.setprofile(None)
+        threading.setprofile(None)
+
+
+class Pristine:
+    """The live objects of the target module after collection, indexed by code object."""
+
+    def __init__(self, watch, source):
+        self.watch = watch
+        self.source = source
+        self.trees = {}
+        for filename in sorted(watch.filenames):
+            root = compile(source, filename, "exec", dont_inherit=True)
+            self.trees[filename] = list(code_tree(root))
+        self.functions = {}
+        self.generators = {}
+        is_target = {}
+        for obj in gc.get_objects():
+            kind = type(obj)
+            if kind is types.FunctionType:
+                code = obj.__code__
+                if code.co_filename in self.trees:
+                    self.functions.setdefault(code, []).append(obj)
+                elif is_target.setdefault(code.co_filename, watch.is_target(code.co_filename)):
+                    raise Unsafe("functions of the target file exist that no watched import made")
+            elif kind in (types.GeneratorType, types.CoroutineType, types.AsyncGeneratorType):
+                code = getattr(obj, "gi_code", None) or getattr(obj, "cr_code", None) or obj.ag_code
+                if code.co_filename in self.trees:
+                    self.generators[code] = self.generators.get(code, 0) + 1
+        for module in list(sys.modules.values()):
+            filename = getattr(module, "__file__", None)
+            if watch.is_target(filename) and not self.trees:
+                raise Unsafe("the target module was imported before the runner started")
+        known = {code for tree in self.trees.values() for _, code in tree}
+        if self.functions and not any(code in known for code in self.functions):
+            raise Unsafe("the loaded functions do not match the pristine source compiled here")
+
+    def plan(self, mutant_source):
+        """The (function, new code) assignments that turn the loaded module into the mutant."""
+        swaps = []
+        for filename, tree in self.trees.items():
+            try:
+                root = compile(mutant_source, filename, "exec", dont_inherit=True)
+            except SyntaxError as error:
+                raise Unsafe(f"the mutant does not compile: {error}")
+            self.pair(tree[0][1], root, False, swaps)
+        return swaps
+
+    def pair(self, old, new, made_by_swapped, swaps):
+        """Matches one pristine code object with the mutant's; `made_by_swapped` says whether a
+        swapped enclosing function makes new function objects from `new` when it runs."""
+        if old == new:
+            return
+        name = qualname(old)
+        if qualname(new) != name:
+            raise Unsafe(f"the mutant defines {qualname(new)} where the module defines {name}")
+        old_kids = [c for c in old.co_consts if isinstance(c, types.CodeType)]
+        new_kids = [c for c in new.co_consts if isinstance(c, types.CodeType)]
+        same_shape = [qualname(c) for c in old_kids] == [qualname(c) for c in new_kids]
+        if not is_function(old):
+            # A module or class body ran once, at import: it must do exactly what it did.
+            if shallow(old) != shallow(new) or not same_shape:
+                raise Unsafe(f"the mutant changes code outside function bodies ({name})")
+            for old_kid, new_kid in zip(old_kids, new_kids):
+                self.pair(old_kid, new_kid, False, swaps)
+            return
+        self.check_unused(old)
+        if docstring(old) != docstring(new):
+            raise Unsafe(f"the mutant changes the docstring of {name}")
+        live = self.functions.get(old, [])
+        if live and old.co_freevars != new.co_freevars:
+            raise Unsafe(f"the mutant changes the closure of {name}")
+        if not live and not made_by_swapped:
+            raise Unsafe(f"no live function object runs {name}")
+        swaps.extend((function, new) for function in live)
+        if same_shape:
+            for old_kid, new_kid in zip(old_kids, new_kids):
+                self.pair(old_kid, new_kid, True, swaps)
+        else:
+            # Nested functions, lambdas or comprehensions came or went: the swapped function
+            # makes its nested objects from the mutant's code, provided none of the old ones
+            # exists or ran.
+            for _, code in code_tree(old):
+                self.check_unused(code)
+                if code is not old and code in self.functions:
+                    raise Unsafe(f"a function object of {qualname(code)} exists")
+
+    def check_unused(self, code):
+        if code in self.watch.called:
+            raise Unsafe(f"{qualname(code)} ran during import or collection")
+        if self.generators.get(code):
+            raise Unsafe(f"a suspended generator of {qualname(code)} exists")
+
+
+class Unsafe(Exception):
+    """The fast path cannot decide this mutant exactly; the slow path must."""
+
+
+def make_plugin(pytest, spec, watch, out):
+    target = watch.target
+    budget = float(spec["timeout"])
+
+    class Plugin:
+        def __init__(self):
+            self.failure = None
+            self.unreaped = []
+
+        def reap(self, block):
+            for pid in list(self.unreaped):
+                if os.waitpid(pid, 0 if block else os.WNOHANG)[0]:
+                    self.unreaped.remove(pid)
+
+        @pytest.hookimpl(tryfirst=True)
+        def pytest_collection_finish(self, session):
+            watch.stop()
+
+        def pytest_runtest_logreport(self, report):
+            if report.failed and self.failure is None:
+                self.failure = f"{report.nodeid} ({report.when})"
+
+        @pytest.hookimpl(tryfirst=True)
+        def pytest_runtestloop(self, session):
+            try:
+                self.mutants(session)
+            except Unsafe as error:
+                emit(out, {"fatal": str(error)})
+            except BaseException as error:  # never let pytest run the tests itself
+                emit(out, {"fatal": f"the runner failed: {error!r}"})
+            return True
+
+        def run_items(self, session):
+            """What a slow-path pytest process does from its first test to its exit."""
+            self.failure = None
+            items = session.items
+            for index, item in enumerate(items):
+                nextitem = items[index + 1] if index + 1 < len(items) else None
+                item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+                if self.failure:
+                    return {"outcome": "killed", "reason": f"{self.failure} failed"}
+                if session.shouldfail or session.shouldstop:
+                    raise Unsafe(f"the session stopped: {session.shouldfail or session.shouldstop}")
+            session.exitstatus = pytest.ExitCode.OK
+            session.config.hook.pytest_sessionfinish(session=session, exitstatus=session.exitstatus)
+            session.config._ensure_unconfigure()
+            threading._shutdown()
+            atexit._run_exitfuncs()
+            if self.failure:
+                return {"outcome": "killed", "reason": f"{self.failure} failed"}
+            if session.exitstatus != pytest.ExitCode.OK:
+                raise Unsafe(f"the session would exit with status {int(session.exitstatus)}")
+            return {"outcome": "survived", "reason": "every test passed or was skipped"}
+
+        def child(self, session, source, swaps, mtime, timeout):
+            """Forks, runs the items with the mutant in place, returns its outcome."""
+            self.reap(block=False)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            read_end, write_end = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                status = 0
+                try:
+                    os.close(read_end)
+                    os.close(out.fileno())
+                    os.setpgid(0, 0)
+                    try:
+                        with open("/proc/self/oom_score_adj", "w") as adj:
+                            adj.write("1000")  # the memory limit should end the child first
+                    except OSError:
+                        pass
+                    if source is not None:
+                        with open(target, "w", encoding="utf-8", newline="") as file:
+                            file.write(source)
+                        # A distinct mtime per mutant: no bytecode cached for another one fits.
+                        os.utime(target, (mtime, mtime))
+                        linecache.clearcache()
+                    for function, code in swaps:
+                        function.__code__ = code
+                    for item in session.items:
+                        item._repr_failure_py = short_failure
+                    result = self.run_items(session)
+                except Unsafe as error:
+                    result = {"outcome": "slow", "reason": str(error)}
+                except BaseException as error:
+                    result = {"outcome": "slow", "reason": f"the child raised {error!r}"[:500]}
+                try:
+                    os.write(write_end, (json.dumps(result) + "\n").encode())
+                finally:
+                    os._exit(status)
+            os.close(write_end)
+            started = time.monotonic()
+            data, how = wait_report(pid, read_end, started + timeout)
+            os.close(read_end)
+            # The report is the child's last act before os._exit: past it, only its exit (the
+            # kernel freeing its memory) and whatever the tests left running remain. Both are
+            # killed now; the exit is reaped later.
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            seconds = time.monotonic() - started
+            lines = data.decode(errors="replace").strip().splitlines()
+            if how == "report":
+                self.unreaped.append(pid)
+                wait_status = None
+            else:
+                _, wait_status = os.waitpid(pid, 0)
+            if how == "timeout":
+                result = {"outcome": "killed", "reason": f"timed out after {timeout:.1f} s"}
+            elif lines:
+                try:
+                    result = json.loads(lines[-1])
+                except ValueError:
+                    result = {"outcome": "slow", "reason": "the child's report is unreadable"}
+            else:
+                result = {
+                    "outcome": "killed",
+                    "reason": f"the child died without a report (wait status {wait_status})",
+                }
+            result["seconds"] = round(seconds, 6)
+            return result
+
+        def mutants(self, session):
+            if session.testsfailed:
+                raise Unsafe("the test file has collection errors")
+            if not session.items:
+                raise Unsafe("no test was collected")
+            if threading.active_count() > 1:
+                raise Unsafe("threads are alive after collection")
+            if watch.late_reads:
+                raise Unsafe(watch.late_reads[0])
+            with open(target, encoding="utf-8", newline="") as file:
+                pristine_source = file.read()
+            pristine = Pristine(watch, pristine_source)
+            warm_up()
+            # Keep the collector away from the parent's objects in the children: a collection
+            # there would write to every page of the heap (copy-on-write) for nothing, since
+            # those objects are alive in the parent anyway.
+            gc.freeze()
+            timeout = budget - (time.monotonic() - STARTED)
+            if timeout <= 0:
+                raise Unsafe("the test timeout was spent before the first test")
+            control = self.child(session, None, [], 0, timeout)
+            emit(out, {"control": control})
+            if control["outcome"] != "survived":
+                raise Unsafe(f"the pristine code does not survive in a child: {control['reason']}")
+            base = int(time.time()) + 2
+            for index, mutant in enumerate(spec["mutants"]):
+                started = time.monotonic()
+                try:
+                    swaps = pristine.plan(mutant["source"])
+                    mtime = base + 2 * index
+                    result = self.child(session, mutant["source"], swaps, mtime, timeout)
+                except Unsafe as error:
+                    result = {"outcome": "slow", "reason": str(error)}
+                # The mutant's whole cost here: compiling and matching it, the child.
+                result["seconds"] = round(time.monotonic() - started, 6)
+                emit(out, {"id": mutant["id"], **result})
+            self.reap(block=True)
+            with open(target, "w", encoding="utf-8", newline="") as file:
+                file.write(pristine_source)
+
+    return Plugin()
+
+
+def wait_report(pid, read_end, deadline):
+    """Waits for child `pid`'s report line on `read_end`, its exit, or `deadline`; returns what
+    was read and which came first: "report", "exited" or "timeout"."""
+    data = b""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pidfd = None
+    watched = [read_end] + ([pidfd] if pidfd is not None else [])
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return data, "timeout"
+            if pidfd is None:
+                remaining = min(remaining, 0.001)
+            ready, _, _ = select.select(watched, [], [], remaining)
+            if read_end in ready:
+                chunk = os.read(read_end, 65536)
+                if chunk:
+                    data += chunk
+                    if data.endswith(b"\n"):
+                        return data, "report"
+                else:
+                    watched.remove(read_end)  # end of file: the child is gone or going
+            exited = pidfd in ready if pidfd is not None else (
+                os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+            )
+            if exited:
+                os.set_blocking(read_end, False)
+                try:
+                    while chunk := os.read(read_end, 65536):
+                        data += chunk
+                except BlockingIOError:
+                    pass
+                return data, "exited"
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+
+
+def warm_up():
+    """Fills, in the parent, caches every child would otherwise fill on its own (each child's
+    JUnit report compiles the same regular expression). Calls only pure functions."""
+    try:
+        from _pytest.junitxml import bin_xml_escape
+
+        bin_xml_escape("")
+    except Exception:
+        pass
+
+
+def short_failure(excinfo, style=None):
+    """Stands in for pytest's failure formatting (source extraction, parsing, highlighting:
+    most of a killed mutant's time) on the file's own items in a child. The outcome of a report
+    is decided from the exception before its text is made, and the child stops at the first
+    failed report, so only text nobody reads changes."""
+    try:
+        return excinfo.exconly()
+    except Exception:
+        return "a test failed"
+
+
+def emit(out, record):
+    out.write(json.dumps(record) + "\n")
+    out.flush()
+
+
+def main():
+    with open(sys.argv[1], encoding="utf-8") as file:
+        spec = json.load(file)
+    os.unlink(sys.argv[1])  # the tests have no business reading the other mutants
+    # As `python -m pytest` does: the working directory comes first on the import path.
+    sys.path[0] = os.getcwd()
+    watch = Watch(os.path.realpath(spec["target"]))
+    sys.addaudithook(watch.audit)
+    out = open(spec["result"], "w", encoding="utf-8")
+    import pytest
+
+    plugin = make_plugin(pytest, spec, watch, out)
+    pytest.main(spec["pytest_args"], plugins=[plugin])
+    out.close()
+
+
+if __name__ == "__main__":
+    main()
