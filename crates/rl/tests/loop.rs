@@ -104,7 +104,7 @@ optimizer = {{ lr = 1e-3 }}
         events.lock().unwrap()[0],
         TrainEvent::Started {
             from_step: 0,
-            steps: 2
+            steps: 1
         }
     ));
     // Every episode of every trained group is on disk, with token traces for training, and was
