@@ -228,7 +228,13 @@ pub fn line_chart(chart_spec: &Chart) -> Result<String> {
     if x1 - x0 < 1e-9 {
         x1 = x0 + 1.0;
     }
-    let pad = ((y1 - y0) * 0.05).max(1e-3);
+    // A flat series still gets a readable band around it.
+    let pad = ((y1 - y0) * 0.05).max(0.05);
+    let integer_x = chart_spec
+        .series
+        .iter()
+        .flat_map(|(_, p)| p.iter())
+        .all(|(x, _)| x.fract() == 0.0);
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (520, 320)).into_drawing_area();
@@ -237,13 +243,23 @@ pub fn line_chart(chart_spec: &Chart) -> Result<String> {
             .caption(&chart_spec.title, ("sans-serif", 16))
             .margin(10)
             .x_label_area_size(40)
-            .y_label_area_size(50)
+            .y_label_area_size(65)
             .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))
             .map_err(svg_error)?;
+        let x_format = move |x: &f64| {
+            if !integer_x {
+                format!("{x:.2}")
+            } else if x.fract() == 0.0 {
+                format!("{x:.0}")
+            } else {
+                String::new()
+            }
+        };
         chart
             .configure_mesh()
             .x_desc(chart_spec.x_label.as_str())
             .y_desc(chart_spec.y_label.as_str())
+            .x_label_formatter(&x_format)
             .draw()
             .map_err(svg_error)?;
         for (i, (name, points)) in chart_spec.series.iter().enumerate() {
@@ -253,6 +269,10 @@ pub fn line_chart(chart_spec: &Chart) -> Result<String> {
                 .copied()
                 .filter(|(x, y)| x.is_finite() && y.is_finite())
                 .collect();
+            // Markers too, so a series of one point shows.
+            chart
+                .draw_series(finite.iter().map(|&p| Circle::new(p, 3, colour.filled())))
+                .map_err(svg_error)?;
             chart
                 .draw_series(LineSeries::new(finite, colour.stroke_width(2)))
                 .map_err(svg_error)?
@@ -332,5 +352,61 @@ impl Report {
         }
         html.push_str("</body></html>\n");
         Ok(html)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::SkillSummary;
+
+    fn summary(avg: f64) -> Summary {
+        let skill = SkillSummary {
+            skill: "review".into(),
+            instances: 2,
+            episodes: 6,
+            scored: 6,
+            avg_reward: avg,
+            avg_success: avg,
+            pass_at: vec![avg, avg, avg],
+            ..SkillSummary::default()
+        };
+        Summary {
+            k: 3,
+            total: SkillSummary {
+                skill: "all".into(),
+                ..skill.clone()
+            },
+            skills: vec![skill],
+        }
+    }
+
+    #[test]
+    fn report_has_tables_charts_and_escapes_text() {
+        let html = Report {
+            title: "runs <a&b>".into(),
+            subtitle: String::new(),
+            runs: vec![
+                ("before".into(), summary(0.25)),
+                ("after".into(), summary(0.5)),
+            ],
+            charts: vec![Chart {
+                title: "reward".into(),
+                x_label: "step".into(),
+                y_label: "mean reward".into(),
+                series: vec![("review".into(), vec![(0.0, 0.0)])],
+            }],
+        }
+        .to_html()
+        .unwrap();
+        assert!(html.contains("runs &lt;a&amp;b&gt;") && !html.contains("<a&b>"));
+        // The comparison: 0.250 → 0.500, a change of +0.250.
+        assert!(
+            html.contains("<td>0.250</td><td>0.500</td><td class=\"up\">+0.250</td>"),
+            "{html}"
+        );
+        // Bar chart, pass@j curves, the given chart; a one-point series is drawn as a marker.
+        assert_eq!(html.matches("<svg").count(), 3);
+        assert!(html.contains("<circle"));
     }
 }
