@@ -235,6 +235,11 @@ pub fn line_chart(chart_spec: &Chart) -> Result<String> {
         .iter()
         .flat_map(|(_, p)| p.iter())
         .all(|(x, _)| x.fract() == 0.0);
+    if integer_x {
+        // Whole steps: half a step of room on each side, so every point sits on a labelled tick.
+        x0 -= 0.5;
+        x1 += 0.5;
+    }
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (520, 320)).into_drawing_area();
@@ -249,8 +254,8 @@ pub fn line_chart(chart_spec: &Chart) -> Result<String> {
         let x_format = move |x: &f64| {
             if !integer_x {
                 format!("{x:.2}")
-            } else if x.fract() == 0.0 {
-                format!("{x:.0}")
+            } else if (x - x.round()).abs() < 1e-6 {
+                format!("{}", x.round() as i64)
             } else {
                 String::new()
             }
