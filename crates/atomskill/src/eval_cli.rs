@@ -42,6 +42,9 @@ pub struct EvalArgs {
     /// At most this many instances per skill (the first by id).
     #[arg(long)]
     pub limit: Option<usize>,
+    /// Where a `local:` model runs: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     #[command(flatten)]
     pub agent: AgentArgs,
 }
@@ -124,7 +127,11 @@ pub fn load_instances(
 }
 
 /// The policy of a `--policy` spec.
-pub fn policy_choice(spec: &str, model: Option<&str>) -> Result<(PolicyChoice, String)> {
+pub fn policy_choice(
+    spec: &str,
+    model: Option<&str>,
+    device: &str,
+) -> Result<(PolicyChoice, String)> {
     Ok(match spec.parse::<PolicySpec>()? {
         PolicySpec::Oracle => (PolicyChoice::Oracle, "oracle".into()),
         PolicySpec::Null => (PolicyChoice::Null, "null".into()),
@@ -140,7 +147,7 @@ pub fn policy_choice(spec: &str, model: Option<&str>) -> Result<(PolicyChoice, S
                 model_dir: model_dir.clone(),
                 model_name: None,
                 dtype: model::DType::F32,
-                device: model::Device::Cpu,
+                device: crate::model_cli::device(device)?,
                 max_batch: 64,
                 seed: 0,
             };
@@ -236,7 +243,7 @@ pub fn rollout_for(home: &Path, instances: &[Instance], agent: &AgentArgs) -> Re
 
 pub async fn run_eval(home: &Path, args: EvalArgs) -> Result<ExitCode> {
     let instances = load_instances(&args.tasks, &args.skills, args.limit)?;
-    let (choice, label) = policy_choice(&args.policy, args.model.as_deref())?;
+    let (choice, label) = policy_choice(&args.policy, args.model.as_deref(), &args.device)?;
     let rollout = rollout_for(home, &instances, &args.agent)?;
     let options = EvalOptions {
         k: args.k,

@@ -48,6 +48,9 @@ pub struct QuickstartArgs {
     /// Episodes at once.
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
+    /// Where the model trains and samples: cpu, cuda or cuda:N (a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }
@@ -163,7 +166,8 @@ pub async fn run(home: &Path, args: QuickstartArgs) -> Result<ExitCode> {
 
     if let Some(spec) = &args.policy {
         // A served model: evaluate it, no training.
-        let (choice, label) = crate::eval_cli::policy_choice(spec, args.model_name.as_deref())?;
+        let (choice, label) =
+            crate::eval_cli::policy_choice(spec, args.model_name.as_deref(), &args.device)?;
         stage(5, "evaluate the served model", false);
         let summary = evaluate(
             home,
@@ -239,7 +243,7 @@ pub async fn run(home: &Path, args: QuickstartArgs) -> Result<ExitCode> {
             seed: args.seed,
             checkpoint_every: 10,
             resume: true,
-            device: "cpu".into(),
+            device: args.device.clone(),
         };
         crate::train_cli::run_sft(sft)?;
         mark(&sft_dir)?;
@@ -250,7 +254,7 @@ pub async fn run(home: &Path, args: QuickstartArgs) -> Result<ExitCode> {
     let before_dir = out.join("eval-before");
     stage(5, "evaluate the SFT model", done(&before_dir));
     let local = |dir: &Path| -> Result<(PolicyChoice, String)> {
-        crate::eval_cli::policy_choice(&format!("local:{}", dir.display()), None)
+        crate::eval_cli::policy_choice(&format!("local:{}", dir.display()), None, &args.device)
     };
     let before = if done(&before_dir) {
         read_summary(&before_dir)?
@@ -273,7 +277,7 @@ pub async fn run(home: &Path, args: QuickstartArgs) -> Result<ExitCode> {
     stage(6, "joint GRPO over the skills", done(&grpo_dir));
     if !done(&grpo_dir) {
         let text = format!(
-            "model = {:?}\ntasks = {:?}\nsteps = {}\nseed = {}\ncheckpoint_every = 1\n\
+            "model = {:?}\ntasks = {:?}\nsteps = {}\nseed = {}\ncheckpoint_every = 1\ndevice = {:?}\n\
              [rollout]\ngroup_size = 4\ngroups_per_step = 2\nconcurrency = {}\nmax_staleness = 1\nmax_tokens = 96\n\
              [agent]\nmax_steps = 4\nmax_context_tokens = 8192\n\
              [train]\nmax_seq_len = 2048\nmicro_batch_tokens = 4096\n\
@@ -282,6 +286,7 @@ pub async fn run(home: &Path, args: QuickstartArgs) -> Result<ExitCode> {
             tasks_dir.join("train").display().to_string(),
             args.steps,
             args.seed,
+            args.device,
             args.concurrency
         );
         std::fs::create_dir_all(&grpo_dir)?;

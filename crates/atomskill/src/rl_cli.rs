@@ -31,6 +31,9 @@ pub struct TrainArgs {
     /// Override `seed`.
     #[arg(long)]
     seed: Option<u64>,
+    /// Override `device` (cpu, cuda, cuda:N).
+    #[arg(long)]
+    device: Option<String>,
 }
 
 pub async fn run_train(home: &Path, args: TrainArgs) -> Result<ExitCode> {
@@ -46,6 +49,9 @@ pub async fn run_train(home: &Path, args: TrainArgs) -> Result<ExitCode> {
     }
     if let Some(seed) = args.seed {
         config.seed = seed;
+    }
+    if let Some(device) = args.device {
+        config.device = device;
     }
     config
         .validate()

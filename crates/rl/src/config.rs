@@ -7,6 +7,7 @@
 //! steps = 20                    # optimiser steps
 //! seed = 0
 //! checkpoint_every = 5
+//! device = "cpu"                # or cuda, cuda:N (a build with the `cuda` feature)
 //!
 //! [mixture]                     # skill weights; empty = every skill present, equally
 //! localization = 1.0
@@ -59,6 +60,10 @@ pub struct RunConfig {
     pub seed: u64,
     #[serde(default = "defaults::checkpoint_every")]
     pub checkpoint_every: u64,
+    /// Where the trainer and the in-process policy run: `cpu`, `cuda` or `cuda:N` (a build
+    /// with the `cuda` feature).
+    #[serde(default = "defaults::device")]
+    pub device: String,
     #[serde(default)]
     pub mixture: BTreeMap<Skill, f64>,
     #[serde(default)]
@@ -150,6 +155,9 @@ mod defaults {
     pub fn checkpoint_every() -> u64 {
         5
     }
+    pub fn device() -> String {
+        "cpu".into()
+    }
     pub fn reload_body() -> String {
         r#"{"model_path": "{model_dir}"}"#.into()
     }
@@ -198,6 +206,12 @@ impl RunConfig {
         }
         if !(r.top_p > 0.0 && r.top_p <= 1.0) {
             return Err(format!("rollout.top_p must be in (0, 1], got {}", r.top_p));
+        }
+        if crate::run::device_ordinal(&self.device).is_none() {
+            return Err(format!(
+                "device must be cpu, cuda or cuda:N, got `{}`",
+                self.device
+            ));
         }
         if self.steps == 0 {
             return Err("steps must be at least 1".into());
@@ -248,6 +262,8 @@ mod tests {
             ("model = \"m\"\ntasks = \"t\"\n[train]\noptimizer = { lr = -1.0 }\n", Some("optimizer.lr")),
             ("model = \"m\"\ntasks = \"t\"\n[policy]\nkind = \"openai\"\nendpoints = []\nmodel = \"x\"\nreload_url = \"u\"\n", Some("at least one server")),
             ("model = \"m\"\ntasks = \"t\"\n[policy]\nkind = \"local\"\n[rollout]\ntop_p = 0.0\n", Some("top_p")),
+            ("model = \"m\"\ntasks = \"t\"\ndevice = \"gpu\"\n", Some("device must be cpu, cuda or cuda:N")),
+            ("model = \"m\"\ntasks = \"t\"\ndevice = \"cuda:1\"\n", None),
         ];
         for (text, expected) in cases {
             match (RunConfig::parse(text), expected) {

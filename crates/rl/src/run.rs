@@ -144,6 +144,33 @@ impl Target {
     }
 }
 
+/// `None` for an unknown device name; `Some(None)` for the CPU, `Some(Some(n))` for GPU `n`.
+pub fn device_ordinal(name: &str) -> Option<Option<usize>> {
+    match name {
+        "cpu" => Some(None),
+        "cuda" => Some(Some(0)),
+        other => other
+            .strip_prefix("cuda:")
+            .and_then(|n| n.parse().ok())
+            .map(Some),
+    }
+}
+
+/// The device a config names.
+pub fn device_of(name: &str) -> Result<model::Device> {
+    match device_ordinal(name) {
+        Some(None) => Ok(model::Device::Cpu),
+        Some(Some(ordinal)) => model::Device::new_cuda(ordinal).map_err(|e| Error::Config {
+            path: PathBuf::from("device"),
+            message: format!("{name}: {e}"),
+        }),
+        None => Err(Error::Config {
+            path: PathBuf::from("device"),
+            message: format!("unknown device `{name}` (expected cpu, cuda or cuda:N)"),
+        }),
+    }
+}
+
 /// Whether a group's scored rewards differ.
 fn has_variance(group: &Group) -> bool {
     let rewards: Vec<f64> = group.records.iter().filter_map(|r| r.reward).collect();
@@ -218,7 +245,7 @@ pub async fn run_training(
             message,
         }
     })?;
-    let device = model::Device::Cpu;
+    let device = device_of(&config.device)?;
     let checkpoint_dir = out.join("checkpoint");
     let (trainer, client) = if resume && checkpoint_dir.join("trainer_state.json").is_file() {
         let (trainer, state) = Trainer::resume(&checkpoint_dir, &device)?;
