@@ -13,6 +13,8 @@ pub enum Error {
     Tasks(#[from] tasks::Error),
     #[error(transparent)]
     Sandbox(#[from] sandbox::Error),
+    #[error(transparent)]
+    Corpus(#[from] corpus::Error),
     #[error("I/O error on {path}: {source}")]
     Io {
         path: PathBuf,

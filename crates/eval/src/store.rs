@@ -54,7 +54,7 @@ impl RunInfo {
         }
         std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
         let bytes = serde_json::to_vec_pretty(self).expect("run info serialises");
-        corpus::fetch::write_atomically(&path, &bytes).map_err(|e| Error::Report(e.to_string()))
+        Ok(corpus::fetch::write_atomically(&path, &bytes)?)
     }
 }
 
@@ -82,5 +82,5 @@ pub fn latest_records(path: &Path) -> Result<BTreeMap<(String, u32), EpisodeReco
 /// Writes `value` as pretty JSON, atomically.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(value).expect("results serialise");
-    corpus::fetch::write_atomically(path, &bytes).map_err(|e| Error::Report(e.to_string()))
+    Ok(corpus::fetch::write_atomically(path, &bytes)?)
 }

@@ -21,6 +21,8 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("device: {0}")]
+    Device(String),
     #[error("weight sync: {0}")]
     Sync(String),
     #[error("the rollout workers stopped: {0}")]

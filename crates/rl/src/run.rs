@@ -160,14 +160,12 @@ pub fn device_ordinal(name: &str) -> Option<Option<usize>> {
 pub fn device_of(name: &str) -> Result<model::Device> {
     match device_ordinal(name) {
         Some(None) => Ok(model::Device::Cpu),
-        Some(Some(ordinal)) => model::Device::new_cuda(ordinal).map_err(|e| Error::Config {
-            path: PathBuf::from("device"),
-            message: format!("{name}: {e}"),
-        }),
-        None => Err(Error::Config {
-            path: PathBuf::from("device"),
-            message: format!("unknown device `{name}` (expected cpu, cuda or cuda:N)"),
-        }),
+        Some(Some(ordinal)) => {
+            model::Device::new_cuda(ordinal).map_err(|e| Error::Device(format!("{name}: {e}")))
+        }
+        None => Err(Error::Device(format!(
+            "unknown device `{name}` (expected cpu, cuda or cuda:N)"
+        ))),
     }
 }
 
