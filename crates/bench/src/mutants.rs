@@ -149,6 +149,7 @@ fn instance(case: &Case, options: &Options, grade_path: &str, mutants: Vec<Mutan
             grade_path: grade_path.to_string(),
             mutants,
             gold_test: String::new(),
+            harness: None,
         },
         validation: None,
         extra: Default::default(),

@@ -13,8 +13,9 @@ pub fn oracle_turns(
     pristine: impl Fn(&str) -> Option<String>,
 ) -> Vec<ScriptedTurn> {
     let mut gold = synth::validate::gold_answer(instance);
-    if let Task::TestGeneration { .. } = instance.task {
-        // The gold answer names the file the task suggests.
+    if let Task::TestGeneration { harness: None, .. } = instance.task {
+        // The gold answer names the file the task suggests (Rust: the declared module's file,
+        // as the gold answer has it already).
         gold.submission = json!({ "path": crate::task::SUGGESTED_TEST_PATH });
     }
     let mut turns = Vec::new();

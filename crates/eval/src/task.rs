@@ -105,13 +105,22 @@ fn prompt_vars(instance: &Instance) -> Value {
     match &instance.task {
         Task::Localization { issue, .. } => json!({ "issue": issue }),
         Task::Editing { instruction, .. } => json!({ "instruction": instruction }),
-        Task::TestGeneration { target, .. } => json!({
+        Task::TestGeneration {
+            target,
+            grade_path,
+            harness,
+            ..
+        } => json!({
             "target": target,
             "test_framework": match ecosystem {
                 Ecosystem::Pypi => "pytest",
-                Ecosystem::Crates => "Rust integration-test",
+                Ecosystem::Crates => "Rust unit-test",
             },
-            "suggested_path": SUGGESTED_TEST_PATH,
+            "suggested_path": if harness.is_some() { grade_path.as_str() } else { SUGGESTED_TEST_PATH },
+            // Rust: the generated module's tests, as a `cargo test --lib` name filter.
+            "test_filter": harness.as_ref().map(|h| {
+                h.test_prefix.trim_start_matches("lib::").trim_end_matches("::").to_string()
+            }),
         }),
         Task::Reproduction { issue, .. } => {
             let path = synth::skills::reproduction_path(ecosystem);

@@ -206,7 +206,7 @@ fn rust(node: Node, src: &str, scope: &str, out: &mut Vec<Function>) {
 }
 
 /// The `///` and `/** */` comments right above an item (attributes may sit in between).
-fn rust_docs(src: &str, item: Node) -> Option<String> {
+pub(crate) fn rust_docs(src: &str, item: Node) -> Option<String> {
     let mut lines = Vec::new();
     let mut previous = item.prev_sibling();
     while let Some(node) = previous {

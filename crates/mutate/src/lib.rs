@@ -10,6 +10,7 @@
 
 mod common;
 mod functions;
+mod items;
 mod python;
 mod rust;
 mod sample;
@@ -22,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use functions::{functions, Function};
+pub use items::{rust_items, RustItem};
 pub use sample::sample;
 
 /// Why the crate could not do what was asked. Mutants that are merely useless are not errors:

@@ -185,7 +185,13 @@ pub async fn validate(
     }
     let checked: Vec<String> = match &selection {
         Selection::Ids(ids) => ids.clone(),
-        Selection::All => state.baseline.statuses.keys().cloned().collect(),
+        Selection::All | Selection::Prefixes(_) => state
+            .baseline
+            .statuses
+            .keys()
+            .filter(|id| selection.contains(id))
+            .cloned()
+            .collect(),
     };
     if run.statuses.is_empty()
         || (run.statuses.len() > 1 && run.statuses.values().all(|s| *s == TestStatus::Error))

@@ -145,6 +145,121 @@ pub fn mini_project(dir: &Path) -> Prepared {
     }
 }
 
+pub const MINI_CRATE_LIB: &str = r#"//! Small integer helpers.
+mod stats;
+
+pub use stats::clamp;
+
+/// The sum of the squares of `values`.
+///
+/// ```
+/// assert_eq!(minirs::sum_squares(&[1, 2, 3]), 14);
+/// ```
+pub fn sum_squares(values: &[i64]) -> i64 {
+    let mut total = 0;
+    for value in values {
+        total += value * value;
+    }
+    total
+}
+"#;
+
+pub const MINI_CRATE_STATS: &str = r#"/// Clamps `x` into the closed interval `[lo, hi]`.
+pub fn clamp(x: i64, lo: i64, hi: i64) -> i64 {
+    if x < lo {
+        return lo;
+    }
+    if x > hi {
+        return hi;
+    }
+    x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inside() {
+        assert_eq!(clamp(5, 0, 10), 5);
+    }
+
+    #[test]
+    fn below() {
+        assert_eq!(clamp(-3, 0, 10), 0);
+    }
+
+    #[test]
+    fn above() {
+        assert_eq!(clamp(30, 0, 10), 10);
+    }
+
+    #[test]
+    fn bounds() {
+        assert_eq!(clamp(0, 0, 10), 0);
+        assert_eq!(clamp(10, 0, 10), 10);
+    }
+}
+"#;
+
+pub const MINI_CRATE_IT: &str = r#"use minirs::sum_squares;
+
+#[test]
+fn squares() {
+    assert_eq!(sum_squares(&[2, -3]), 13);
+}
+
+#[test]
+fn empty() {
+    assert_eq!(sum_squares(&[]), 0);
+}
+"#;
+
+/// A small real crate (a function with a doc test and integration tests, and one with inline
+/// unit tests in a submodule), unpacked under `dir` and tested with the host's cargo.
+pub fn mini_crate(dir: &Path) -> Prepared {
+    let tree = dir.join("minirs-1.0.0");
+    write(
+        &tree,
+        "Cargo.toml",
+        "[package]\nname = \"minirs\"\nversion = \"1.0.0\"\nedition = \"2021\"\n",
+    );
+    write(&tree, "src/lib.rs", MINI_CRATE_LIB);
+    write(&tree, "src/stats.rs", MINI_CRATE_STATS);
+    write(&tree, "tests/it.rs", MINI_CRATE_IT);
+    let spec = ProjectSpec {
+        name: "minirs".into(),
+        ecosystem: Ecosystem::Crates,
+        version: "1.0.0".into(),
+        archive: "minirs-1.0.0.crate".into(),
+        url: "file:///nonexistent".into(),
+        sha256: "0".repeat(64),
+        root: "minirs-1.0.0".into(),
+        requires_python: None,
+        source_dir: "src".into(),
+        packages: vec!["minirs".into()],
+        tests: vec!["tests".into()],
+        test_deps: vec![],
+        install: InstallMode::Cargo,
+        test_command: ["cargo", "test", "--offline", "--no-fail-fast"]
+            .map(String::from)
+            .to_vec(),
+        ignore: vec![],
+        deselect: vec![],
+        env: BTreeMap::new(),
+        measured: None,
+    };
+    let environment = corpus::env::prepare_cargo(&spec, &tree).expect("a Rust toolchain");
+    let run_env = environment.run_env(&spec);
+    Prepared {
+        spec,
+        tree,
+        environment,
+        run_env,
+        skipped_links: vec![],
+    }
+}
+
 /// A fully isolated sandbox (needs root) with `venv` mounted read-only, and a snapshot store,
 /// both under `dir`.
 pub fn test_sandbox(dir: &Path, venv: &Path) -> (Arc<Sandbox>, SnapshotStore) {

@@ -11,6 +11,7 @@ pub mod fixture;
 pub mod issue;
 pub mod pipeline;
 pub mod project;
+pub mod rust_tests;
 pub mod skills;
 pub mod validate;
 

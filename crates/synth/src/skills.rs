@@ -510,8 +510,8 @@ async fn review(
 /// the chosen gold test file kills.
 pub fn test_generation(state: &ProjectState, bugs: &[&Bug]) -> Option<Instance> {
     let spec = state.spec();
-    if spec.ecosystem != Ecosystem::Pypi {
-        return None;
+    if spec.ecosystem == Ecosystem::Crates {
+        return rust_test_generation(state, bugs);
     }
     let first = bugs.first()?;
     let function_name = first.function.clone()?;
@@ -570,6 +570,7 @@ pub fn test_generation(state: &ProjectState, bugs: &[&Bug]) -> Option<Instance> 
             grade_path,
             mutants,
             gold_test,
+            harness: None,
         },
     );
     inst.instance_id = format!(
@@ -581,5 +582,113 @@ pub fn test_generation(state: &ProjectState, bugs: &[&Bug]) -> Option<Instance> 
     );
     inst.extra
         .insert("gold_test_file".into(), serde_json::json!(gold_file));
+    Some(inst)
+}
+
+/// [`test_generation`] for a crate: the generated file is a unit-test module beside the target
+/// (see [`crate::rust_tests`]); the gold file is made of the crate's own tests that catch the
+/// function's bugs, and the kept mutants are the bugs one of those tests catches.
+fn rust_test_generation(state: &ProjectState, bugs: &[&Bug]) -> Option<Instance> {
+    use crate::rust_tests;
+    let spec = state.spec();
+    let first = bugs.first()?;
+    let function_name = first.function.clone()?;
+    let module = rust_tests::module_of_file(&spec.source_dir, &first.file)?;
+    let functions = mutate::functions(Language::Rust, &first.pristine).ok()?;
+    let function = functions.iter().find(|f| f.qualname == function_name)?;
+    let crate_name = spec
+        .packages
+        .first()
+        .cloned()
+        .unwrap_or_else(|| spec.name.replace('-', "_"));
+    let ids: BTreeSet<String> = bugs
+        .iter()
+        .flat_map(|b| b.fail_to_pass.iter().cloned())
+        .collect();
+    let read = |path: &str| state.read_pristine(path);
+    let gold = rust_tests::gold(&read, &spec.source_dir, &crate_name, &module, &ids);
+    if gold.text.is_empty() {
+        return None;
+    }
+    let killed: Vec<&&Bug> = bugs
+        .iter()
+        .filter(|b| b.fail_to_pass.iter().any(|id| gold.covered.contains(id)))
+        .collect();
+    if killed.is_empty() {
+        return None;
+    }
+    let grade_path = rust_tests::grade_path(&first.file);
+    let harness = tasks::Harness {
+        edits: FileEdits::new().write(first.file.clone(), rust_tests::wired(&first.pristine)),
+        test_prefix: rust_tests::test_prefix(&module),
+    };
+    let mutants: Vec<Mutant> = killed
+        .iter()
+        .map(|bug| Mutant {
+            id: bug.bug_id.clone(),
+            description: bug.description(),
+            edits: FileEdits::new().write(bug.file.clone(), rust_tests::wired(&bug.buggy)),
+        })
+        .collect();
+    // The agent starts from the declared, empty test module, with the crate's own tests that
+    // make up the gold file taken out (integration files deleted, inline modules cut).
+    let mut setup = FileEdits::new();
+    let all_f2p: Vec<String> = killed.iter().flat_map(|b| b.fail_to_pass.clone()).collect();
+    for file in hidden_files(state, &all_f2p) {
+        setup = setup.delete(file);
+    }
+    let mut cuts: BTreeMap<String, Vec<(usize, usize)>> = BTreeMap::new();
+    for (file, a, b) in &gold.moved {
+        cuts.entry(file.clone()).or_default().push((*a, *b));
+    }
+    cuts.entry(first.file.clone()).or_default();
+    for (file, ranges) in cuts {
+        let text = state.read_pristine(&file)?;
+        let mut text = rust_tests::without(&text, &ranges);
+        if file == first.file {
+            text = rust_tests::wired(&text);
+        }
+        setup = setup.write(file, text);
+    }
+    setup = setup.write(
+        grade_path.clone(),
+        format!(
+            "// Unit tests of `{function_name}`: this file is compiled as `mod {}` inside the \n// module of {} (`use super::*;` reaches the function).\n",
+            rust_tests::MODULE,
+            first.file
+        ),
+    );
+    let short = function_name.replace("::", "_").to_lowercase();
+    let mut inst = instance(
+        state,
+        first,
+        Skill::TestGeneration,
+        setup,
+        Task::TestGeneration {
+            target: TargetFunction {
+                file: first.file.clone(),
+                qualname: function_name.clone(),
+                signature: function.signature.clone(),
+                docstring: function.docstring.clone(),
+                line: function.start_line,
+                import_hint: "use super::*;".to_string(),
+            },
+            grade_path: grade_path.clone(),
+            mutants,
+            gold_test: gold.text,
+            harness: Some(harness),
+        },
+    );
+    inst.instance_id = format!(
+        "{}-{}.{}.{}",
+        spec.name,
+        spec.version,
+        short,
+        Skill::TestGeneration.name()
+    );
+    inst.extra.insert(
+        "gold_tests".into(),
+        serde_json::json!(gold.covered.iter().collect::<Vec<_>>()),
+    );
     Some(inst)
 }

@@ -18,12 +18,25 @@ pub fn gold_answer(instance: &Instance) -> Answer {
             submission: json!({}),
             files: instance.setup.then(gold_patch),
         },
-        Task::TestGeneration { gold_test, .. } => Answer {
-            submission: json!({ "path": "test_generated.py" }),
-            files: instance
-                .setup
-                .then(&FileEdits::new().write("test_generated.py", gold_test.clone())),
-        },
+        Task::TestGeneration {
+            gold_test,
+            grade_path,
+            harness,
+            ..
+        } => {
+            // Python: any path (the grader places the file); Rust: the declared module's file.
+            let path = if harness.is_some() {
+                grade_path.as_str()
+            } else {
+                "test_generated.py"
+            };
+            Answer {
+                submission: json!({ "path": path }),
+                files: instance
+                    .setup
+                    .then(&FileEdits::new().write(path, gold_test.clone())),
+            }
+        }
         Task::Reproduction { gold_script, .. } => {
             let path = crate::skills::reproduction_path(instance.project.ecosystem);
             Answer {

@@ -115,6 +115,20 @@ pub struct TargetFunction {
     pub import_hint: String,
 }
 
+/// What makes a generated Rust test file part of the build: a `#[cfg(test)] #[path] mod`
+/// declaration appended to the target's file, so the tests sit beside the function (private
+/// items included) as the crate's own unit tests do.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Harness {
+    /// Source edits that declare the test module (the target's file with the declaration
+    /// appended), applied for the run on the original code. Every mutant's edits already hold
+    /// the declaration.
+    pub edits: FileEdits,
+    /// The id prefix of the generated tests (`lib::kebab::atomskill_tests::`): only tests under
+    /// it are run and counted.
+    pub test_prefix: String,
+}
+
 /// A buggy variant of the target function used to grade generated tests.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mutant {
@@ -161,6 +175,10 @@ pub enum Task {
         mutants: Vec<Mutant>,
         /// A test file that earns the top reward (the project's own tests of the function).
         gold_test: String,
+        /// How the generated file is compiled in, where placing it is not enough (Rust: it
+        /// becomes a unit-test module of the target's module). None for Python.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        harness: Option<Harness>,
     },
     Reproduction {
         issue: String,

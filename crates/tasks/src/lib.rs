@@ -15,8 +15,8 @@ pub mod verify;
 
 pub use crate::error::{Error, Result};
 pub use crate::instance::{
-    BugRef, CandidateKind, Instance, Mutant, ProjectRef, Skill, TargetFunction, Task, Validation,
-    SCHEMA_VERSION,
+    BugRef, CandidateKind, Harness, Instance, Mutant, ProjectRef, Skill, TargetFunction, Task,
+    Validation, SCHEMA_VERSION,
 };
 pub use crate::patch::FileEdits;
 pub use crate::verify::{Answer, Details, GradedProject, Grader, Verdict};

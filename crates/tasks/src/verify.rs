@@ -271,10 +271,18 @@ impl Grader {
                 target,
                 grade_path,
                 mutants,
+                harness,
                 ..
             } => {
-                self.grade_test_generation(instance, answer, &target.file, grade_path, mutants)
-                    .await
+                self.grade_test_generation(
+                    instance,
+                    answer,
+                    &target.file,
+                    grade_path,
+                    mutants,
+                    harness.as_ref(),
+                )
+                .await
             }
             Task::Reproduction { gold_patch, .. } => {
                 self.grade_reproduction(instance, answer, gold_patch).await
@@ -332,6 +340,7 @@ impl Grader {
         target_file: &str,
         grade_path: &str,
         mutants: &[crate::instance::Mutant],
+        harness: Option<&crate::instance::Harness>,
     ) -> Result<Verdict> {
         let project = self.project(instance)?;
         let Some(path) = submitted_path(&answer.submission) else {
@@ -349,11 +358,26 @@ impl Grader {
             ));
         };
         let test_file = FileEdits::new().write(grade_path, content.clone());
-        let selection = Selection::Ids(vec![grade_path.to_string()]);
+        // Python: the file is the selection. Rust: the declaration that compiles it in comes
+        // with the original code (each mutant's edits carry their own), and only the tests under
+        // its module count.
+        let (original_edits, selection) = match harness {
+            None => (
+                test_file.clone(),
+                Selection::Ids(vec![grade_path.to_string()]),
+            ),
+            Some(harness) => (
+                harness.edits.then(&test_file),
+                Selection::Prefixes(vec![harness.test_prefix.clone()]),
+            ),
+        };
         // The mutant runner starts with the pristine run (it needs nothing from it); its
         // outcomes are dropped if the file does not pass on the original code.
         let fast_run = async {
-            if !self.fast_mutants || project.runner.prepared().spec.ecosystem != Ecosystem::Pypi {
+            if !self.fast_mutants
+                || harness.is_some()
+                || project.runner.prepared().spec.ecosystem != Ecosystem::Pypi
+            {
                 return Ok(None);
             }
             let episode = self.episode(project, &test_file).await?;
@@ -369,8 +393,10 @@ impl Grader {
             episode.destroy()?;
             run.map(Some)
         };
-        let (original, fast) =
-            tokio::join!(self.run_tests(project, &test_file, &selection), fast_run);
+        let (original, fast) = tokio::join!(
+            self.run_tests(project, &original_edits, &selection),
+            fast_run
+        );
         let original = original?;
         let all_pass = file_passes(&original);
         if !all_pass {
@@ -381,7 +407,17 @@ impl Grader {
                 .map(|(id, _)| id.clone())
                 .collect();
             let reason = if !original.statuses.values().any(|s| s.is_pass()) {
-                "no test of the file ran and passed on the original code".to_string()
+                if original.statuses.is_empty() && harness.is_some() {
+                    // Most often a compile error: show the compiler's last words.
+                    let tail: Vec<&str> = original.output_tail.lines().rev().take(30).collect();
+                    let tail: Vec<&str> = tail.into_iter().rev().collect();
+                    format!(
+                        "no test of the file ran on the original code; the end of the output:\n{}",
+                        tail.join("\n")
+                    )
+                } else {
+                    "no test of the file ran and passed on the original code".to_string()
+                }
             } else {
                 format!(
                     "{} of the file's tests do not pass on the original code",

@@ -171,6 +171,7 @@ fn instance(snapshot: &str, pristine: &str, only: &[&str]) -> Instance {
             grade_path: GRADE_PATH.into(),
             mutants,
             gold_test: String::new(),
+            harness: None,
         },
         validation: None,
         extra: BTreeMap::new(),

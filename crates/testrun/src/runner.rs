@@ -21,6 +21,29 @@ use crate::status::{Parsed, TestStatus};
 pub enum Selection {
     All,
     Ids(Vec<String>),
+    /// Every test whose id starts with one of these (pytest: paths or node-id prefixes given as
+    /// arguments; cargo: `lib::` prefixes narrow the run to the library's unit tests, filtered
+    /// by name, and other prefixes run the whole suite), e.g. `lib::kebab::atomskill_tests::`.
+    Prefixes(Vec<String>),
+}
+
+impl Selection {
+    /// The ids or prefixes given on the command line.
+    fn arguments(&self) -> &[String] {
+        match self {
+            Selection::All => &[],
+            Selection::Ids(ids) | Selection::Prefixes(ids) => ids,
+        }
+    }
+
+    /// Whether a test id reported by a run belongs to the selection.
+    pub fn contains(&self, id: &str) -> bool {
+        match self {
+            Selection::All => true,
+            Selection::Ids(ids) => ids.iter().any(|i| i == id),
+            Selection::Prefixes(prefixes) => prefixes.iter().any(|p| id.starts_with(p.as_str())),
+        }
+    }
 }
 
 /// What one test run found.
@@ -117,7 +140,9 @@ impl TestRunner {
             Ecosystem::Pypi => {
                 let mut argv = match selection {
                     Selection::All => spec.test_command.clone(),
-                    Selection::Ids(_) => without_pytest_positionals(&spec.test_command),
+                    Selection::Ids(_) | Selection::Prefixes(_) => {
+                        without_pytest_positionals(&spec.test_command)
+                    }
                 };
                 argv.extend(spec.ignore.iter().map(|i| format!("--ignore={}", i.id)));
                 argv.extend(spec.deselect.iter().map(|d| format!("--deselect={}", d.id)));
@@ -126,9 +151,7 @@ impl TestRunner {
                     "junit_family=xunit1".to_string(),
                     format!("--junitxml={}/{junit}", sandbox::WORKSPACE),
                 ]);
-                if let Selection::Ids(ids) = selection {
-                    argv.extend(ids.iter().cloned());
-                }
+                argv.extend(selection.arguments().iter().cloned());
                 argv
             }
             Ecosystem::Crates => {
@@ -137,8 +160,21 @@ impl TestRunner {
                     .map(String::from)
                     .to_vec();
                 argv.extend(spec.test_command.iter().cloned());
-                if !spec.deselect.is_empty() {
+                // Unit-test prefixes: only the library's test binary, filtered by name.
+                let unit_filters: Option<Vec<&str>> = match selection {
+                    Selection::Prefixes(prefixes) if !prefixes.is_empty() => {
+                        prefixes.iter().map(|p| p.strip_prefix("lib::")).collect()
+                    }
+                    _ => None,
+                };
+                if unit_filters.is_some() {
+                    argv.push("--lib".into());
+                }
+                if !spec.deselect.is_empty() || unit_filters.is_some() {
                     argv.push("--".into());
+                    for filter in unit_filters.unwrap_or_default() {
+                        argv.push(filter.to_string());
+                    }
                     for d in &spec.deselect {
                         argv.extend(["--skip".to_string(), d.id.clone()]);
                     }
@@ -173,10 +209,7 @@ impl TestRunner {
         let junit = format!("{JUNIT_DIR}/junit-{}.xml", episode.id().replace('/', "_"));
         let mut argv = self.command(selection, &junit);
         if spec.ecosystem == Ecosystem::Pypi {
-            let at = match selection {
-                Selection::All => argv.len(),
-                Selection::Ids(ids) => argv.len() - ids.len(),
-            };
+            let at = argv.len() - selection.arguments().len();
             argv.splice(at..at, extra_args.iter().cloned());
         }
         let mut request = ExecRequest::new(argv).timeout(timeout);
@@ -264,9 +297,8 @@ impl TestRunner {
                 parsed.count(TestStatus::Error)
             ));
         }
-        if let (Ecosystem::Crates, Selection::Ids(ids)) = (spec.ecosystem, selection) {
-            let wanted: std::collections::BTreeSet<&String> = ids.iter().collect();
-            parsed.statuses.retain(|id, _| wanted.contains(id));
+        if spec.ecosystem == Ecosystem::Crates {
+            parsed.statuses.retain(|id, _| selection.contains(id));
         }
         Ok(TestRun {
             statuses: parsed.statuses,
