@@ -16,39 +16,131 @@ use mutate::RustItem;
 /// The name of the generated module and of its file beside the target's file.
 pub const MODULE: &str = "atomskill_tests";
 
-/// The module path of a library source file (`src/lib.rs` → "", `src/a/mod.rs` → "a",
-/// `src/a/b.rs` → "a::b"); None outside the library's source directory.
-pub fn module_of_file(source_dir: &str, file: &str) -> Option<String> {
-    let dir = source_dir.trim_end_matches('/');
-    let rel = if dir.is_empty() || dir == "." {
-        file
-    } else {
-        file.strip_prefix(dir)?.strip_prefix('/')?
-    };
-    let rel = rel.strip_suffix(".rs")?;
-    if rel == "lib" {
-        return Some(String::new());
-    }
-    if rel == "main" || rel.starts_with("bin/") {
-        return None;
-    }
-    let rel = rel.strip_suffix("/mod").unwrap_or(rel);
-    Some(rel.replace('/', "::"))
+/// Which library module each source file is, found as rustc finds them: from `lib.rs` through
+/// every `mod name;` declaration, `#[path = "..."]` attributes included.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Modules {
+    by_file: std::collections::BTreeMap<String, String>,
+    /// Files of modules declared as test code (`#[cfg(test)] mod tests;`).
+    test_files: BTreeSet<String>,
 }
 
-/// The source files a module may live in, most likely first.
-fn files_of_module(source_dir: &str, module: &str) -> Vec<String> {
-    let dir = source_dir.trim_end_matches('/');
-    let prefix = if dir.is_empty() || dir == "." {
-        String::new()
-    } else {
-        format!("{dir}/")
-    };
-    if module.is_empty() {
-        return vec![format!("{prefix}lib.rs")];
+impl Modules {
+    /// Walks the library rooted at `<source_dir>/lib.rs`.
+    pub fn resolve(sources: &dyn Sources, source_dir: &str) -> Modules {
+        let dir = source_dir.trim_end_matches('/');
+        let root = if dir.is_empty() || dir == "." {
+            "lib.rs".to_string()
+        } else {
+            format!("{dir}/lib.rs")
+        };
+        let mut modules = Modules::default();
+        // (file, module path, whether the file owns its directory: lib.rs, mod.rs, #[path]).
+        let mut queue = vec![(root, String::new(), true, false)];
+        while let Some((file, module, owns_dir, test)) = queue.pop() {
+            if modules.by_file.contains_key(&file) || modules.by_file.len() > 10_000 {
+                continue;
+            }
+            let Some(text) = sources.read(&file) else {
+                continue;
+            };
+            modules.by_file.insert(file.clone(), module.clone());
+            if test {
+                modules.test_files.insert(file.clone());
+            }
+            let Ok(items) = mutate::rust_items(&text) else {
+                continue;
+            };
+            let parent = file.rsplit_once('/').map_or("", |(d, _)| d);
+            let stem = file
+                .rsplit('/')
+                .next()
+                .unwrap_or(&file)
+                .trim_end_matches(".rs");
+            let child_dir = if owns_dir || stem == "mod" {
+                parent.to_string()
+            } else if parent.is_empty() {
+                stem.to_string()
+            } else {
+                format!("{parent}/{stem}")
+            };
+            // Only declarations at the file's top level (not inside inline modules).
+            for item in items
+                .iter()
+                .filter(|i| i.kind == "mod" && i.body.is_none() && !i.path.contains("::"))
+            {
+                let child = if module.is_empty() {
+                    item.name.clone()
+                } else {
+                    format!("{module}::{}", item.name)
+                };
+                let join = |dir: &str, rel: &str| {
+                    if dir.is_empty() {
+                        rel.to_string()
+                    } else {
+                        format!("{dir}/{rel}")
+                    }
+                };
+                match path_attribute(&text[item.start_byte..item.end_byte]) {
+                    Some(path) => {
+                        queue.push((normalise(&join(parent, &path)), child, true, item.test))
+                    }
+                    None => {
+                        let flat = join(&child_dir, &format!("{}.rs", item.name));
+                        let nested = join(&child_dir, &format!("{}/mod.rs", item.name));
+                        if sources.read(&flat).is_some() {
+                            queue.push((flat, child, false, item.test));
+                        } else {
+                            queue.push((nested, child, true, item.test));
+                        }
+                    }
+                }
+            }
+        }
+        modules
     }
-    let rel = module.replace("::", "/");
-    vec![format!("{prefix}{rel}.rs"), format!("{prefix}{rel}/mod.rs")]
+
+    /// The module path of a library file ("" for the root); None if no `mod` reaches it.
+    pub fn module_of(&self, file: &str) -> Option<&str> {
+        self.by_file.get(file).map(String::as_str)
+    }
+
+    /// Whether the file's module is declared as test code.
+    pub fn is_test_file(&self, file: &str) -> bool {
+        self.test_files.contains(file)
+    }
+
+    /// The file a module is declared in (inline modules are not files: None).
+    pub fn file_of(&self, module: &str) -> Option<&str> {
+        self.by_file
+            .iter()
+            .find(|(_, m)| m.as_str() == module)
+            .map(|(f, _)| f.as_str())
+    }
+}
+
+/// The value of a `#[path = "..."]` attribute in an item's text.
+fn path_attribute(item: &str) -> Option<String> {
+    let at = item.find("#[path")?;
+    let rest = &item[at..];
+    let open = rest.find('"')?;
+    let close = rest[open + 1..].find('"')?;
+    Some(rest[open + 1..open + 1 + close].to_string())
+}
+
+/// `a/./b/../c.rs` → `a/c.rs`.
+fn normalise(path: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    parts.join("/")
 }
 
 /// Where the generated file goes: beside the target's file (a `#[path]` in a file that is not a
@@ -262,7 +354,7 @@ pub struct Gold {
 /// it.
 pub fn gold(
     sources: &dyn Sources,
-    source_dir: &str,
+    modules: &Modules,
     crate_name: &str,
     target_module: &str,
     ids: &BTreeSet<String>,
@@ -298,30 +390,46 @@ pub fn gold(
         let segments: Vec<&str> = module.split("::").collect();
         // Split the module path into a file module and a path inside that file.
         let mut found = None;
-        for split in (0..segments.len()).rev() {
+        for split in (0..=segments.len()).rev() {
             let file_module = segments[..split].join("::");
             let inner = segments[split..].join("::");
-            for file in files_of_module(source_dir, &file_module) {
-                let Some((text, items)) = items_of(&file) else {
+            let Some(file) = modules.file_of(&file_module) else {
+                continue;
+            };
+            let Some((text, items)) = items_of(file) else {
+                continue;
+            };
+            if inner.is_empty() {
+                if !modules.is_test_file(file) {
                     continue;
-                };
-                if let Some(item) = items
-                    .iter()
-                    .find(|i| i.kind == "mod" && i.test && i.path == inner)
-                {
-                    if let Some((a, b)) = item.body {
-                        found = Some((file, text[a..b].to_string(), item.clone()));
-                    }
                 }
+                // A test module in a file of its own (`#[cfg(test)] mod tests;`): all of it.
+                found = Some((file.to_string(), text.clone(), (0, text.len())));
                 break;
+            }
+            if let Some(item) = items
+                .iter()
+                .find(|i| i.kind == "mod" && i.test && i.path == inner)
+            {
+                if let Some((a, b)) = item.body {
+                    let span = (item.start_byte, item.end_byte);
+                    found = Some((file.to_string(), text[a..b].to_string(), span));
+                }
             }
             if found.is_some() {
                 break;
             }
         }
-        let Some((file, body, item)) = found else {
+        let Some((file, body, (cut_start, cut_end))) = found else {
             continue;
         };
+        // `mod x;` inside would be looked up relative to the new module's place: leave it.
+        let declares_files = mutate::rust_items(&body)
+            .map(|items| items.iter().any(|i| i.kind == "mod" && i.body.is_none()))
+            .unwrap_or(true);
+        if declares_files {
+            continue;
+        }
         modules_done.insert(module.to_string());
         gold.covered.insert(id.clone());
         // The module's parent, which its `super::` means.
@@ -340,7 +448,7 @@ pub fn gold(
         sections.push(format!(
             "// The crate's own tests from `{module}` ({file}).\nmod {name} {{{body}}}"
         ));
-        gold.moved.push((file, item.start_byte, item.end_byte));
+        gold.moved.push((file, cut_start, cut_end));
     }
     // Doc tests: `doc::src/a.rs - a::Item::method`, maybe with ` #2`.
     let mut doc_functions: Vec<String> = Vec::new();
@@ -356,7 +464,7 @@ pub fn gold(
         let Some((_, items)) = items_of(file) else {
             continue;
         };
-        let Some(file_module) = module_of_file(source_dir, file) else {
+        let Some(file_module) = modules.module_of(file) else {
             continue;
         };
         let item = items.iter().find(|i| {
@@ -454,18 +562,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn modules_of_files() {
+    fn modules_follow_declarations_and_path_attributes() {
+        let files: std::collections::BTreeMap<&str, &str> = [
+            ("src/lib.rs", "mod a;\nmod b;\n#[path = \"gen/tables.rs\"]\nmod tables;\nmod inline { mod ignored; }\n"),
+            ("src/a.rs", "pub mod x;\n#[cfg(test)]\nmod tests;\n"),
+            ("src/a/x.rs", "pub fn f() {}\n"),
+            ("src/a/tests.rs", "#[test]\nfn t() {}\n"),
+            ("src/b/mod.rs", "mod y;\n"),
+            ("src/b/y.rs", ""),
+            ("src/gen/tables.rs", "mod z;\n"),
+            ("src/gen/z.rs", ""),
+            ("src/main.rs", ""),
+        ]
+        .into_iter()
+        .collect();
+        let read = |path: &str| files.get(path).map(|t| t.to_string());
+        let modules = Modules::resolve(&read, "src");
         for (file, module) in [
             ("src/lib.rs", Some("")),
-            ("src/kebab.rs", Some("kebab")),
-            ("src/a/mod.rs", Some("a")),
-            ("src/a/b.rs", Some("a::b")),
+            ("src/a.rs", Some("a")),
+            ("src/a/x.rs", Some("a::x")),
+            ("src/a/tests.rs", Some("a::tests")),
+            ("src/b/mod.rs", Some("b")),
+            ("src/b/y.rs", Some("b::y")),
+            ("src/gen/tables.rs", Some("tables")),
+            ("src/gen/z.rs", Some("tables::z")),
             ("src/main.rs", None),
-            ("src/bin/x.rs", None),
-            ("tests/it.rs", None),
         ] {
-            assert_eq!(module_of_file("src", file).as_deref(), module, "{file}");
+            assert_eq!(modules.module_of(file), module, "{file}");
         }
+        assert_eq!(modules.file_of("tables"), Some("src/gen/tables.rs"));
+        assert!(modules.is_test_file("src/a/tests.rs"));
+        assert!(!modules.is_test_file("src/a/x.rs"));
         assert_eq!(grade_path("src/a/b.rs"), "src/a/atomskill_tests.rs");
         assert_eq!(test_prefix(""), "lib::atomskill_tests::");
         assert_eq!(test_prefix("a::b"), "lib::a::b::atomskill_tests::");

@@ -593,7 +593,9 @@ fn rust_test_generation(state: &ProjectState, bugs: &[&Bug]) -> Option<Instance>
     let spec = state.spec();
     let first = bugs.first()?;
     let function_name = first.function.clone()?;
-    let module = rust_tests::module_of_file(&spec.source_dir, &first.file)?;
+    let read = |path: &str| state.read_pristine(path);
+    let modules = rust_tests::Modules::resolve(&read, &spec.source_dir);
+    let module = modules.module_of(&first.file)?.to_string();
     let functions = mutate::functions(Language::Rust, &first.pristine).ok()?;
     let function = functions.iter().find(|f| f.qualname == function_name)?;
     let crate_name = spec
@@ -605,8 +607,7 @@ fn rust_test_generation(state: &ProjectState, bugs: &[&Bug]) -> Option<Instance>
         .iter()
         .flat_map(|b| b.fail_to_pass.iter().cloned())
         .collect();
-    let read = |path: &str| state.read_pristine(path);
-    let gold = rust_tests::gold(&read, &spec.source_dir, &crate_name, &module, &ids);
+    let gold = rust_tests::gold(&read, &modules, &crate_name, &module, &ids);
     if gold.text.is_empty() {
         return None;
     }
