@@ -11,7 +11,7 @@ use candle_nn::VarBuilder;
 
 use crate::cache::KvCache;
 use crate::layers::{
-    compute_dtype, softmax_last_dim, Embedding, Linear, Mlp, RmsNorm, MASKED_SCORE,
+    compute_dtype, Embedding, Linear, Mlp, RmsNorm, MASKED_SCORE,
 };
 use crate::rope::{positions_tensor, Rope, RopeScaling};
 use crate::{Error, Result};
@@ -179,24 +179,12 @@ impl Attention {
             Some((cache, layer)) => cache.append(layer, &k, &v)?,
             None => (k.contiguous()?, v.contiguous()?),
         };
-        let total = k.dim(2)?;
         // Grouped-query attention without repeating k/v: the query heads that share a kv head
         // are stacked along the sequence axis.
         let n_rep = n_heads / n_kv;
         let q = q.contiguous()?.reshape((batch, n_kv, n_rep * seq, d))?;
         let scale = 1.0 / (d as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?
-            .reshape((batch, n_heads, seq, total))?
-            .to_dtype(mask.dtype())?
-            .broadcast_add(mask)?;
-        let probs = softmax_last_dim(&scores)?.to_dtype(x.dtype())?.reshape((
-            batch,
-            n_kv,
-            n_rep * seq,
-            total,
-        ))?;
-        let out = probs
-            .matmul(&v)?
+        let out = crate::attention::attention(&q, &k, &v, mask, scale, n_rep)?
             .reshape((batch, n_heads, seq, d))?
             .transpose(1, 2)?
             .reshape((batch, seq, n_heads * d))?;

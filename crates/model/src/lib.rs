@@ -6,6 +6,7 @@
 //! This crate never reads environment variables, never touches the network and keeps no global
 //! state: device, dtype and seeds are always passed in.
 
+pub mod attention;
 pub mod cache;
 pub mod chat;
 pub mod decoder;
