@@ -244,7 +244,11 @@ impl Side {
     }
 
     fn n_trainable(&self) -> usize {
-        self.trainer.vars().iter().map(|(_, v)| v.elem_count()).sum()
+        self.trainer
+            .vars()
+            .iter()
+            .map(|(_, v)| v.elem_count())
+            .sum()
     }
 
     /// `repeats` timed steps; returns their median.

@@ -149,11 +149,16 @@ impl Linear {
         let rows: usize = lead.iter().product();
         // A contiguous left operand keeps the CPU matmul on its fast path.
         let x2 = x.reshape((rows, in_dim))?.contiguous()?;
-        let mut y = x2.matmul(&self.weight.t()?)?;
-        if let Some(ad) = &self.adapter {
-            let low = x2.matmul(&ad.a.t()?)?.matmul(&ad.b.t()?)?;
-            y = (y + low.affine(ad.scale, 0.0)?)?;
-        }
+        // With an adapter, `x (W + s·B A)ᵀ` = `x Wᵀ + s·(x Aᵀ) Bᵀ`, merged inside the graph: candle's
+        // matmul backward computes the gradient of its weight operand even when that is a frozen
+        // tensor, so the low-rank path applied to the activations would add its own work and
+        // activations on top of a base-weight gradient computed anyway; merged, that gradient is
+        // the one A and B's gradients are made from (`bench train --lora-rank`, BENCHMARKS.md).
+        let weight = match &self.adapter {
+            Some(ad) => (&self.weight + ad.b.matmul(&ad.a)?.affine(ad.scale, 0.0)?)?,
+            None => self.weight.clone(),
+        };
+        let mut y = x2.matmul(&weight.t()?)?;
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(bias)?;
         }
