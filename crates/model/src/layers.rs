@@ -1,9 +1,9 @@
 //! Building blocks of the decoder written only with candle ops that have a backward: a linear
 //! layer as a 2-D matmul, RMSNorm, softmax, rotary embeddings and grouped-query attention.
 //!
-//! A linear layer may carry a LoRA adapter (`crate::lora`): its extra term is two more 2-D
-//! matmuls and an affine, all differentiable, while the base weight can stay a plain tensor that
-//! receives no gradient.
+//! A linear layer may carry a LoRA adapter (`crate::lora`): the weight it multiplies by becomes
+//! `W + s·B A` (a matmul, an affine and an add, all differentiable), while the base weight can
+//! stay a plain tensor that is never updated.
 //!
 //! Never call candle-nn's fused ops (`rms_norm`, `softmax_last_dim`, `rope`, sdpa) here: they
 //! have no backward and silently cut the autograd graph the trainer differentiates through.
