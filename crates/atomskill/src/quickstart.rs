@@ -244,6 +244,9 @@ pub async fn run(home: &Path, args: QuickstartArgs) -> Result<ExitCode> {
             checkpoint_every: 10,
             resume: true,
             device: args.device.clone(),
+            lora_rank: None,
+            lora_alpha: 16.0,
+            lora_targets: model::lora::TARGETS.iter().map(|t| t.to_string()).collect(),
         };
         crate::train_cli::run_sft(sft)?;
         mark(&sft_dir)?;

@@ -7,7 +7,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use train::sft::{self, Renderer, SftOptions};
-use train::{AdamWConfig, Decay, Precision, Schedule, TrainConfig};
+use train::{AdamWConfig, Decay, LoraConfig, Precision, Schedule, TrainConfig};
 
 #[derive(Args)]
 pub struct SftArgs {
@@ -62,6 +62,21 @@ pub struct SftArgs {
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub(crate) device: String,
+    /// Train LoRA adapters of this rank on frozen base weights instead of every weight (the
+    /// outputs then also hold a PEFT adapter in adapter/). Omit for full fine-tuning.
+    #[arg(long)]
+    pub(crate) lora_rank: Option<usize>,
+    /// LoRA's alpha: adapter outputs are scaled by alpha / rank (needs --lora-rank).
+    #[arg(long, default_value_t = 16.0, requires = "lora_rank")]
+    pub(crate) lora_alpha: f64,
+    /// The linear layers that get adapters, comma-separated (needs --lora-rank).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+        requires = "lora_rank"
+    )]
+    pub(crate) lora_targets: Vec<String>,
 }
 
 pub fn run_sft(args: SftArgs) -> Result<ExitCode> {
@@ -125,8 +140,16 @@ pub fn run_sft(args: SftArgs) -> Result<ExitCode> {
         micro_batch_tokens: args.micro_batch_tokens,
         max_seq_len: args.max_seq_len,
         precision: Precision::F32,
+        // The adapters' initial A derives from the run seed, like the data order.
+        lora: args.lora_rank.map(|rank| LoraConfig {
+            rank,
+            alpha: args.lora_alpha,
+            targets: args.lora_targets.clone(),
+            seed: args.seed,
+        }),
         ..TrainConfig::default()
     };
+    config.validate()?;
     let options = SftOptions {
         steps: args.steps,
         batch_tokens: args.batch_tokens,

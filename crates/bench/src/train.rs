@@ -2,13 +2,18 @@
 //! log-probs, clipped loss, backward, clipping, AdamW) against PyTorch eager doing the same step
 //! on the same checkpoint, batch and loss (`scripts/bench/torch_train.py`, whose docstring
 //! defines the batch). Rounds alternate the two sides so machine load hits both alike.
+//!
+//! With `--lora-rank`, the baseline is instead full fine-tuning in the same process: rounds
+//! alternate a full trainer and a LoRA trainer on the same checkpoint and batch. Memory is only
+//! comparable between processes (the allocator keeps what a step freed), so `--side full` or
+//! `--side lora` builds one trainer alone and reports the process's peak resident memory.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
 use model::Device;
-use train::{AdamWConfig, Algorithm, LossConfig, Sample, TrainConfig, Trainer};
+use train::{AdamWConfig, Algorithm, LoraConfig, LossConfig, Sample, TrainConfig, Trainer};
 
 use crate::median;
 
@@ -32,6 +37,14 @@ pub struct Options {
     /// PyTorch's intra-op threads (0: its default, one per core).
     #[arg(long, default_value_t = 0)]
     pub torch_threads: usize,
+    /// Compare a LoRA trainer of this rank (alpha = 2 × rank, all seven projections) with full
+    /// fine-tuning instead of with PyTorch.
+    #[arg(long)]
+    pub lora_rank: Option<usize>,
+    /// With --lora-rank: `both` (timed side by side), or `full` / `lora` alone (for the peak
+    /// resident memory of a process that holds only that trainer).
+    #[arg(long, default_value = "both")]
+    pub side: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,8 +118,8 @@ fn torch_step_seconds(
     }
 }
 
-pub fn run(options: &Options) -> Result<(), TrainBenchError> {
-    let config = TrainConfig {
+fn bench_config(options: &Options) -> TrainConfig {
+    TrainConfig {
         loss: LossConfig {
             tis_cap: None,
             ..LossConfig::for_algorithm(Algorithm::Grpo)
@@ -119,7 +132,14 @@ pub fn run(options: &Options) -> Result<(), TrainBenchError> {
         max_grad_norm: Some(1.0),
         micro_batch_tokens: options.batch * options.seq,
         ..TrainConfig::default()
-    };
+    }
+}
+
+pub fn run(options: &Options) -> Result<(), TrainBenchError> {
+    if let Some(rank) = options.lora_rank {
+        return run_lora(options, rank);
+    }
+    let config = bench_config(options);
     let mut trainer = Trainer::new(&options.model, config, &Device::Cpu)?;
     let spec = trainer.model().spec().clone();
     let batch = samples(options.batch, options.seq, spec.vocab_size);
@@ -190,6 +210,149 @@ pub fn run(options: &Options) -> Result<(), TrainBenchError> {
             "speed ratio candle / PyTorch: {:.2}x on medians, {:.2}x on the fastest steps",
             theirs_median / ours_median,
             theirs_min / ours_min
+        );
+    }
+    Ok(())
+}
+
+/// The process's peak resident memory (`VmHWM`), in bytes.
+fn peak_resident_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+struct Side {
+    name: &'static str,
+    trainer: Trainer,
+    medians: Vec<f64>,
+    fastest: f64,
+}
+
+impl Side {
+    fn new(name: &'static str, model: &Path, config: TrainConfig) -> Result<Self, TrainBenchError> {
+        Ok(Self {
+            name,
+            trainer: Trainer::new(model, config, &Device::Cpu)?,
+            medians: Vec::new(),
+            fastest: f64::MAX,
+        })
+    }
+
+    fn n_trainable(&self) -> usize {
+        self.trainer
+            .vars()
+            .iter()
+            .map(|(_, v)| v.elem_count())
+            .sum()
+    }
+
+    /// `repeats` timed steps; returns their median.
+    fn round(&mut self, batch: &[Sample], repeats: usize) -> Result<f64, TrainBenchError> {
+        let mut times = Vec::with_capacity(repeats);
+        for _ in 0..repeats {
+            let start = Instant::now();
+            self.trainer.step(batch)?;
+            times.push(start.elapsed().as_secs_f64());
+        }
+        self.fastest = times.iter().copied().fold(self.fastest, f64::min);
+        let m = median(&mut times);
+        self.medians.push(m);
+        Ok(m)
+    }
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+/// Full fine-tuning against LoRA of `rank` on the same model and batch, rounds alternating.
+fn run_lora(options: &Options, rank: usize) -> Result<(), TrainBenchError> {
+    let full_config = bench_config(options);
+    let lora_config = TrainConfig {
+        lora: Some(LoraConfig {
+            rank,
+            alpha: 2.0 * rank as f64,
+            ..LoraConfig::default()
+        }),
+        ..full_config.clone()
+    };
+    if !matches!(options.side.as_str(), "both" | "full" | "lora") {
+        return Err(TrainBenchError::Baseline(format!(
+            "--side {} is not both, full or lora",
+            options.side
+        )));
+    }
+    let mut sides = Vec::new();
+    if options.side != "lora" {
+        sides.push(Side::new("full", &options.model, full_config)?);
+    }
+    if options.side != "full" {
+        sides.push(Side::new("LoRA", &options.model, lora_config)?);
+    }
+    let spec = sides[0].trainer.model().spec().clone();
+    let batch = samples(options.batch, options.seq, spec.vocab_size);
+    let n_tokens = (options.batch * options.seq) as f64;
+    println!(
+        "model: {} parameters, {} layers, hidden {}; batch {}x{}; LoRA rank {rank}, alpha {}",
+        spec.n_params(),
+        spec.num_hidden_layers,
+        spec.hidden_size,
+        options.batch,
+        options.seq,
+        2 * rank
+    );
+    for side in &mut sides {
+        let first = side.trainer.step(&batch)?;
+        println!(
+            "{}: {} trainable parameters, optimiser moments {:.1} MiB; first-step gradient norm \
+             {:.6}",
+            side.name,
+            side.n_trainable(),
+            mib(2 * 4 * side.n_trainable() as u64),
+            first.grad_norm
+        );
+    }
+    for round in 0..options.rounds {
+        let mut line = format!("round {round}:");
+        for side in &mut sides {
+            let m = side.round(&batch, options.repeats)?;
+            line += &format!(
+                " {} step {:.1} ms ({:.0} tok/s);",
+                side.name,
+                m * 1e3,
+                n_tokens / m
+            );
+        }
+        println!("{line}");
+    }
+    let mut summary = Vec::new();
+    for side in &mut sides {
+        let m = median(&mut side.medians);
+        println!(
+            "{}: median step {:.1} ms = {:.0} tokens/s (fastest {:.1} ms)",
+            side.name,
+            m * 1e3,
+            n_tokens / m,
+            side.fastest * 1e3,
+        );
+        summary.push((m, side.fastest));
+    }
+    if let [full, lora] = summary[..] {
+        println!(
+            "speed ratio LoRA / full: {:.2}x on medians, {:.2}x on the fastest steps",
+            full.0 / lora.0,
+            full.1 / lora.1
+        );
+    } else {
+        println!(
+            "peak resident memory of this process ({} only): {:.1} MiB",
+            options.side,
+            mib(peak_resident_bytes())
         );
     }
     Ok(())

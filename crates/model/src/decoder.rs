@@ -13,6 +13,7 @@ use crate::cache::KvCache;
 use crate::layers::{
     compute_dtype, Embedding, Linear, Mlp, RmsNorm, MASKED_SCORE,
 };
+use crate::lora::LoraSpec;
 use crate::rope::{positions_tensor, Rope, RopeScaling};
 use crate::{Error, Result};
 
@@ -109,7 +110,7 @@ struct Attention {
 }
 
 impl Attention {
-    fn new(spec: &DecoderSpec, vb: VarBuilder) -> Result<Self> {
+    fn new(spec: &DecoderSpec, vb: VarBuilder, lora: Option<&LoraSpec>) -> Result<Self> {
         let (h, d) = (spec.hidden_size, spec.head_dim);
         let (n_heads, n_kv_heads) = (spec.num_attention_heads, spec.num_key_value_heads);
         let (q_norm, k_norm) = if spec.qk_norm {
@@ -120,11 +121,14 @@ impl Attention {
         } else {
             (None, None)
         };
+        let linear = |name, in_dim, out_dim, bias| {
+            Linear::new_adapted(vb.clone(), name, in_dim, out_dim, bias, lora)
+        };
         Ok(Self {
-            q_proj: Linear::new(vb.pp("q_proj"), h, n_heads * d, spec.qkv_bias)?,
-            k_proj: Linear::new(vb.pp("k_proj"), h, n_kv_heads * d, spec.qkv_bias)?,
-            v_proj: Linear::new(vb.pp("v_proj"), h, n_kv_heads * d, spec.qkv_bias)?,
-            o_proj: Linear::new(vb.pp("o_proj"), n_heads * d, h, spec.o_bias)?,
+            q_proj: linear("q_proj", h, n_heads * d, spec.qkv_bias)?,
+            k_proj: linear("k_proj", h, n_kv_heads * d, spec.qkv_bias)?,
+            v_proj: linear("v_proj", h, n_kv_heads * d, spec.qkv_bias)?,
+            o_proj: linear("o_proj", n_heads * d, h, spec.o_bias)?,
             q_norm,
             k_norm,
             qkv_proj: None,
@@ -201,14 +205,14 @@ struct Block {
 }
 
 impl Block {
-    fn new(spec: &DecoderSpec, vb: VarBuilder) -> Result<Self> {
+    fn new(spec: &DecoderSpec, vb: VarBuilder, lora: Option<&LoraSpec>) -> Result<Self> {
         Ok(Self {
             input_layernorm: RmsNorm::new(
                 vb.pp("input_layernorm"),
                 spec.hidden_size,
                 spec.rms_norm_eps,
             )?,
-            self_attn: Attention::new(spec, vb.pp("self_attn"))?,
+            self_attn: Attention::new(spec, vb.pp("self_attn"), lora)?,
             post_attention_layernorm: RmsNorm::new(
                 vb.pp("post_attention_layernorm"),
                 spec.hidden_size,
@@ -219,6 +223,7 @@ impl Block {
                 spec.hidden_size,
                 spec.intermediate_size,
                 spec.mlp_bias,
+                lora,
             )?,
         })
     }
@@ -262,12 +267,25 @@ pub struct Decoder {
 impl Decoder {
     /// Builds the decoder from HF tensor names (`model.layers.N.self_attn.q_proj.weight`, ...).
     pub fn new(spec: &DecoderSpec, vb: VarBuilder) -> Result<Self> {
+        Self::new_with_lora(spec, vb, None)
+    }
+
+    /// [`Decoder::new`] with LoRA adapters on the layers `lora` targets, read from `vb` under
+    /// the names of [`crate::lora::adapted_layers`].
+    pub fn new_with_lora(
+        spec: &DecoderSpec,
+        vb: VarBuilder,
+        lora: Option<&LoraSpec>,
+    ) -> Result<Self> {
         spec.validate()?;
+        if let Some(lora) = lora {
+            lora.validate()?;
+        }
         let model = vb.pp("model");
         let embed_tokens =
             Embedding::new(model.pp("embed_tokens"), spec.vocab_size, spec.hidden_size)?;
         let layers = (0..spec.num_hidden_layers)
-            .map(|i| Block::new(spec, model.pp(format!("layers.{i}"))))
+            .map(|i| Block::new(spec, model.pp(format!("layers.{i}")), lora))
             .collect::<Result<Vec<_>>>()?;
         let norm = RmsNorm::new(model.pp("norm"), spec.hidden_size, spec.rms_norm_eps)?;
         let lm_head = if spec.tie_word_embeddings {

@@ -323,7 +323,7 @@ pub fn random_weights(spec: &DecoderSpec, seed: u64) -> Result<BTreeMap<String, 
 }
 
 /// FNV-1a, a stable hash of tensor names (std's hashers are randomly keyed).
-fn fnv1a(text: &str) -> u64 {
+pub(crate) fn fnv1a(text: &str) -> u64 {
     text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
     })

@@ -1,12 +1,17 @@
 //! Building blocks of the decoder written only with candle ops that have a backward: a linear
 //! layer as a 2-D matmul, RMSNorm, softmax, rotary embeddings and grouped-query attention.
 //!
+//! A linear layer may carry a LoRA adapter (`crate::lora`): the weight it multiplies by becomes
+//! `W + s·B A` (a matmul, an affine and an add, all differentiable), while the base weight can
+//! stay a plain tensor that is never updated.
+//!
 //! Never call candle-nn's fused ops (`rms_norm`, `softmax_last_dim`, `rope`, sdpa) here: they
 //! have no backward and silently cut the autograd graph the trainer differentiates through.
 
 use candle_core::{DType, Tensor, D};
 use candle_nn::VarBuilder;
 
+use crate::lora::LoraSpec;
 use crate::{Error, Result};
 
 /// Added to attention scores of positions a query must not see. Finite on purpose: a row with
@@ -24,12 +29,22 @@ pub fn compute_dtype(dtype: DType) -> DType {
     }
 }
 
-/// `y = x Wᵀ + b` over the last dimension, as one 2-D matmul (candle's batched broadcast matmul is
-/// markedly slower in the backward pass).
+/// A LoRA adapter of one linear layer: `A` (rank × in), `B` (out × rank) and the scale
+/// `alpha / rank`.
+#[derive(Debug, Clone)]
+pub struct Adapter {
+    a: Tensor,
+    b: Tensor,
+    scale: f64,
+}
+
+/// `y = x Wᵀ + b (+ s · (x Aᵀ) Bᵀ with an adapter)` over the last dimension, as 2-D matmuls
+/// (candle's batched broadcast matmul is markedly slower in the backward pass).
 #[derive(Debug, Clone)]
 pub struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
+    adapter: Option<Adapter>,
 }
 
 impl Linear {
@@ -40,22 +55,70 @@ impl Linear {
         } else {
             None
         };
-        Ok(Self { weight, bias })
+        Ok(Self {
+            weight,
+            bias,
+            adapter: None,
+        })
+    }
+
+    /// The layer `name` under `vb`, with an adapter (`NAME.lora_A.weight`, `NAME.lora_B.weight`
+    /// from `vb`) when `lora` targets `name`.
+    pub fn new_adapted(
+        vb: VarBuilder,
+        name: &str,
+        in_dim: usize,
+        out_dim: usize,
+        bias: bool,
+        lora: Option<&LoraSpec>,
+    ) -> Result<Self> {
+        let vb = vb.pp(name);
+        let mut layer = Self::new(vb.clone(), in_dim, out_dim, bias)?;
+        if let Some(lora) = lora.filter(|l| l.targets(name)) {
+            layer.adapter = Some(Adapter {
+                a: vb.get((lora.rank, in_dim), "lora_A.weight")?,
+                b: vb.get((out_dim, lora.rank), "lora_B.weight")?,
+                scale: lora.scale(),
+            });
+        }
+        Ok(layer)
     }
 
     pub fn from_weight(weight: Tensor) -> Self {
-        Self { weight, bias: None }
+        Self {
+            weight,
+            bias: None,
+            adapter: None,
+        }
     }
 
     pub fn weight(&self) -> &Tensor {
         &self.weight
     }
 
-    /// One layer computing the outputs of `parts` side by side (their weights stacked), so an
-    /// inference pass makes one matmul instead of several. The copy is detached from the parts:
-    /// use it only where no gradient is needed.
+    /// `W + s · B A` with an adapter, else `W`; detached.
+    pub fn merged_weight(&self) -> Result<Tensor> {
+        let weight = self.weight.detach();
+        match &self.adapter {
+            Some(ad) => {
+                let delta =
+                    ad.b.detach()
+                        .matmul(&ad.a.detach())?
+                        .affine(ad.scale, 0.0)?;
+                Ok((weight + delta)?)
+            }
+            None => Ok(weight),
+        }
+    }
+
+    /// One layer computing the outputs of `parts` side by side (their weights stacked, adapters
+    /// merged in), so an inference pass makes one matmul instead of several. The copy is
+    /// detached from the parts: use it only where no gradient is needed.
     pub fn stack(parts: &[&Linear]) -> Result<Self> {
-        let weights: Vec<Tensor> = parts.iter().map(|p| p.weight.detach()).collect();
+        let weights: Vec<Tensor> = parts
+            .iter()
+            .map(|p| p.merged_weight())
+            .collect::<Result<_>>()?;
         let weight = Tensor::cat(&weights, 0)?;
         let bias = if parts.iter().all(|p| p.bias.is_some()) {
             let biases: Vec<Tensor> = parts
@@ -70,7 +133,11 @@ impl Linear {
                 "cannot stack linear layers with and without bias".into(),
             ));
         };
-        Ok(Self { weight, bias })
+        Ok(Self {
+            weight,
+            bias,
+            adapter: None,
+        })
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -82,7 +149,16 @@ impl Linear {
         let rows: usize = lead.iter().product();
         // A contiguous left operand keeps the CPU matmul on its fast path.
         let x2 = x.reshape((rows, in_dim))?.contiguous()?;
-        let mut y = x2.matmul(&self.weight.t()?)?;
+        // With an adapter, `x (W + s·B A)ᵀ` = `x Wᵀ + s·(x Aᵀ) Bᵀ`, merged inside the graph: candle's
+        // matmul backward computes the gradient of its weight operand even when that is a frozen
+        // tensor, so the low-rank path applied to the activations would add its own work and
+        // activations on top of a base-weight gradient computed anyway; merged, that gradient is
+        // the one A and B's gradients are made from (`bench train --lora-rank`, BENCHMARKS.md).
+        let weight = match &self.adapter {
+            Some(ad) => (&self.weight + ad.b.matmul(&ad.a)?.affine(ad.scale, 0.0)?)?,
+            None => self.weight.clone(),
+        };
+        let mut y = x2.matmul(&weight.t()?)?;
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(bias)?;
         }
@@ -142,11 +218,21 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    pub fn new(vb: VarBuilder, hidden: usize, intermediate: usize, bias: bool) -> Result<Self> {
+    /// The block under `vb`, with adapters on the projections `lora` targets.
+    pub fn new(
+        vb: VarBuilder,
+        hidden: usize,
+        intermediate: usize,
+        bias: bool,
+        lora: Option<&LoraSpec>,
+    ) -> Result<Self> {
+        let linear = |name, in_dim, out_dim| {
+            Linear::new_adapted(vb.clone(), name, in_dim, out_dim, bias, lora)
+        };
         Ok(Self {
-            gate_proj: Linear::new(vb.pp("gate_proj"), hidden, intermediate, bias)?,
-            up_proj: Linear::new(vb.pp("up_proj"), hidden, intermediate, bias)?,
-            down_proj: Linear::new(vb.pp("down_proj"), intermediate, hidden, bias)?,
+            gate_proj: linear("gate_proj", hidden, intermediate)?,
+            up_proj: linear("up_proj", hidden, intermediate)?,
+            down_proj: linear("down_proj", intermediate, hidden)?,
             gate_up: None,
         })
     }

@@ -1,7 +1,7 @@
 //! The embedded policy model: Qwen2/Qwen2.5, Qwen3 and Llama decoders on candle, written with ops
 //! that all have a backward so the trainer can differentiate through them; checkpoint loading;
 //! tokenizer and chat template; seeded batched generation; chunked log-probs; and creation of
-//! tiny checkpoints from a seed.
+//! tiny checkpoints from a seed; LoRA adapters (seeded init, merge, PEFT format).
 //!
 //! This crate never reads environment variables, never touches the network and keeps no global
 //! state: device, dtype and seeds are always passed in.
@@ -16,6 +16,7 @@ pub mod init;
 pub mod layers;
 pub mod llama;
 pub mod logprobs;
+pub mod lora;
 pub mod model;
 pub mod qwen2;
 pub mod qwen3;

@@ -9,6 +9,7 @@ use candle_nn::VarBuilder;
 
 use crate::cache::KvCache;
 use crate::decoder::{Decoder, DecoderSpec};
+use crate::lora::LoraSpec;
 use crate::{llama, qwen2, qwen3, weights, Error, Result};
 
 /// The architecture families this crate implements.
@@ -72,6 +73,23 @@ impl CausalLm {
             Arch::Qwen2 => Inner::Qwen2(qwen2::Model::new(&parse(config)?, vb)?),
             Arch::Qwen3 => Inner::Qwen3(qwen3::Model::new(&parse(config)?, vb)?),
             Arch::Llama => Inner::Llama(llama::Model::new(&parse(config)?, vb)?),
+        };
+        Ok(Self { arch, inner })
+    }
+
+    /// [`CausalLm::new`] with LoRA adapters on the layers `lora` targets (their `A` and `B` are
+    /// read from `vb` too; see [`crate::lora`]). `None` is [`CausalLm::new`].
+    pub fn new_with_lora(
+        config: &serde_json::Value,
+        vb: VarBuilder,
+        lora: Option<&LoraSpec>,
+    ) -> Result<Self> {
+        let arch = Arch::from_config(config)?;
+        let decoder = Decoder::new_with_lora(&Self::spec_of(config)?, vb, lora)?;
+        let inner = match arch {
+            Arch::Qwen2 => Inner::Qwen2(qwen2::Model::from_decoder(decoder)),
+            Arch::Qwen3 => Inner::Qwen3(qwen3::Model::from_decoder(decoder)),
+            Arch::Llama => Inner::Llama(llama::Model::from_decoder(decoder)),
         };
         Ok(Self { arch, inner })
     }

@@ -118,6 +118,12 @@ impl Model {
         })
     }
 
+    /// The model around a decoder built elsewhere (with LoRA adapters, by
+    /// [`crate::CausalLm::new_with_lora`]).
+    pub(crate) fn from_decoder(decoder: Decoder) -> Self {
+        Self { decoder }
+    }
+
     /// Logits `[batch, seq, vocab]`; see [`Decoder::hidden`] for the mask and cache.
     pub fn forward(
         &self,

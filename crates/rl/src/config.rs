@@ -39,6 +39,12 @@
 //! [train]                       # train::TrainConfig: loss, optimizer, schedule, ...
 //! loss = { algorithm = "grpo", kl_beta = 0.0 }
 //! optimizer = { lr = 1e-5 }
+//! # LoRA (absent = full fine-tuning): frozen base, trained adapters on the named layers,
+//! # scaled by alpha / rank; A's initialisation comes from `seed`. No dropout (the trainer owns
+//! # no randomness). Weight sync and checkpoints carry merged weights; checkpoints also hold a
+//! # PEFT adapter in adapter/.
+//! # lora = { rank = 8, alpha = 16.0, seed = 0, targets = ["q_proj", "k_proj", "v_proj",
+//! #          "o_proj", "gate_proj", "up_proj", "down_proj"] }
 //! ```
 
 use std::collections::BTreeMap;
@@ -264,6 +270,10 @@ mod tests {
             ("model = \"m\"\ntasks = \"t\"\n[policy]\nkind = \"local\"\n[rollout]\ntop_p = 0.0\n", Some("top_p")),
             ("model = \"m\"\ntasks = \"t\"\ndevice = \"gpu\"\n", Some("device must be cpu, cuda or cuda:N")),
             ("model = \"m\"\ntasks = \"t\"\ndevice = \"cuda:1\"\n", None),
+            ("model = \"m\"\ntasks = \"t\"\n[train]\nlora = { rank = 4, alpha = 8.0, targets = [\"q_proj\", \"v_proj\"] }\n", None),
+            ("model = \"m\"\ntasks = \"t\"\n[train]\nlora = { rank = 0 }\n", Some("lora.rank must be at least 1")),
+            ("model = \"m\"\ntasks = \"t\"\n[train]\nlora = { targets = [\"qkv\"] }\n", Some("unknown module `qkv`")),
+            ("model = \"m\"\ntasks = \"t\"\n[train]\nlora = { rank = 8, dropout = 0.05 }\n", Some("unknown field `dropout`")),
         ];
         for (text, expected) in cases {
             match (RunConfig::parse(text), expected) {
@@ -276,5 +286,9 @@ mod tests {
         assert_eq!(config.policy, PolicyConfig::Local);
         assert_eq!(config.rollout.group_size, 4);
         assert_eq!(config.steps, 20);
+        assert_eq!(config.train.lora, None);
+        let lora = "model = \"m\"\ntasks = \"t\"\n[train.lora]\nrank = 4\n";
+        let lora = RunConfig::parse(lora).unwrap().train.lora.unwrap();
+        assert_eq!((lora.rank, lora.alpha, lora.targets.len()), (4, 16.0, 7));
     }
 }

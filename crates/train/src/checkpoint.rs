@@ -7,12 +7,22 @@
 //! `config.json`, tokenizer and template files (copied from the source model),
 //! `model.safetensors` (HF tensor names, the training dtype), `optimizer.safetensors`
 //! (`exp_avg.NAME`, `exp_avg_sq.NAME`), `trainer_state.json` ([`TrainerState`]).
+//!
+//! With LoRA, `model.safetensors` holds the adapters merged into the base (so the directory
+//! still loads as a plain model) and `adapter/` is a PEFT adapter directory:
+//! `adapter_model.safetensors` (PEFT names, `base_model.model.<HF name>.lora_A.weight`) and
+//! `adapter_config.json`. The adapter sits in a subdirectory because transformers, when peft is
+//! installed, treats a model directory holding `adapter_config.json` as an adapter and loads the
+//! base named in it instead of the directory's own weights. The optimiser state then holds only
+//! the adapters' moments, and resuming reads the frozen base from `source_model` again.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use candle_core::Device;
+use candle_core::{DType, Device, Tensor};
+use model::decoder::DecoderSpec;
+use model::lora::LoraSpec;
 use serde::{Deserialize, Serialize};
 
 use crate::config::TrainConfig;
@@ -35,6 +45,11 @@ pub const MODEL_FILES: [&str; 9] = [
     "vocab.json",
     "merges.txt",
 ];
+
+/// The PEFT adapter directory inside a LoRA checkpoint or model export.
+pub const ADAPTER_DIR: &str = "adapter";
+pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
+pub const ADAPTER_CONFIG: &str = "adapter_config.json";
 
 /// `trainer_state.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,7 +103,13 @@ impl Trainer {
     /// exactly as they were; returns the caller's state saved with it.
     pub fn resume(dir: &Path, device: &Device) -> Result<(Trainer, serde_json::Value)> {
         let state = read_state(dir)?;
-        let mut trainer = Trainer::build(dir, &state.source_model, state.config.clone(), device)?;
+        let mut trainer = Trainer::build(
+            dir,
+            &state.source_model,
+            state.config.clone(),
+            device,
+            Some(dir),
+        )?;
         let path = dir.join("optimizer.safetensors");
         let tensors = candle_core::safetensors::load(&path, device)
             .map_err(|e| Error::checkpoint(&path, e.to_string()))?;
@@ -115,8 +136,85 @@ impl Trainer {
                 std::fs::copy(&from, &to).map_err(|e| Error::io(&from, e))?;
             }
         }
+        if let (Some(lora), Some(adapters)) = (&self.lora, self.adapter_tensors()?) {
+            let adapter_dir = dir.join(ADAPTER_DIR);
+            std::fs::create_dir(&adapter_dir).map_err(|e| Error::io(&adapter_dir, e))?;
+            model::weights::save(
+                &adapters,
+                self.config.precision.dtype(),
+                &adapter_dir.join(ADAPTER_WEIGHTS),
+            )?;
+            let base = self.source_dir.to_string_lossy();
+            let config = model::lora::peft_config(&lora.spec, &base);
+            let path = adapter_dir.join(ADAPTER_CONFIG);
+            let text = serde_json::to_string_pretty(&config).map_err(|e| Error::json(&path, e))?;
+            std::fs::write(&path, text + "\n").map_err(|e| Error::io(&path, e))?;
+        }
         Ok(())
     }
+}
+
+/// The adapters of the LoRA checkpoint in `dir` under the trainer's names (PEFT's prefix
+/// removed), checked against `lora` and the model's shapes.
+pub(crate) fn read_adapters(
+    dir: &Path,
+    decoder_spec: &DecoderSpec,
+    lora: &LoraSpec,
+    dtype: DType,
+    device: &Device,
+) -> Result<BTreeMap<String, Tensor>> {
+    let adapter_dir = dir.join(ADAPTER_DIR);
+    let config_path = adapter_dir.join(ADAPTER_CONFIG);
+    let text = std::fs::read_to_string(&config_path).map_err(|e| Error::io(&config_path, e))?;
+    let config: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| Error::json(&config_path, e))?;
+    let saved = model::lora::spec_of_peft_config(&config)?;
+    let mut sorted = saved.targets.clone();
+    sorted.sort();
+    let mut wanted = lora.targets.clone();
+    wanted.sort();
+    if saved.rank != lora.rank || saved.alpha != lora.alpha || sorted != wanted {
+        return Err(Error::checkpoint(
+            &config_path,
+            format!(
+                "the adapter has rank {}, alpha {}, targets {:?}; the config asks for rank {}, alpha {}, targets {:?}",
+                saved.rank, saved.alpha, saved.targets, lora.rank, lora.alpha, lora.targets
+            ),
+        ));
+    }
+    let path = adapter_dir.join(ADAPTER_WEIGHTS);
+    let mut loaded = candle_core::safetensors::load(&path, device)
+        .map_err(|e| Error::checkpoint(&path, e.to_string()))?;
+    let mut out = BTreeMap::new();
+    for layer in model::lora::adapted_layers(decoder_spec, lora) {
+        let shapes = [
+            (layer.a_name(), [lora.rank, layer.in_dim]),
+            (layer.b_name(), [layer.out_dim, lora.rank]),
+        ];
+        for (name, dims) in shapes {
+            let peft_name = format!("{}{name}", model::lora::PEFT_PREFIX);
+            let tensor = loaded
+                .remove(&peft_name)
+                .ok_or_else(|| Error::checkpoint(&path, format!("no tensor {peft_name}")))?;
+            if tensor.dims() != dims {
+                return Err(Error::checkpoint(
+                    &path,
+                    format!(
+                        "{peft_name} has shape {:?}, expected {dims:?}",
+                        tensor.dims()
+                    ),
+                ));
+            }
+            out.insert(name, tensor.to_dtype(dtype)?);
+        }
+    }
+    if let Some(extra) = loaded.keys().next() {
+        return Err(Error::checkpoint(
+            &path,
+            format!("unexpected tensor {extra} (not an adapter of the configured targets)"),
+        ));
+    }
+    Ok(out)
 }
 
 /// The `trainer_state.json` of the checkpoint in `dir`, checked.
@@ -180,6 +278,8 @@ fn sync_tree(dir: &Path) -> Result<()> {
             File::open(&path)
                 .and_then(|f| f.sync_all())
                 .map_err(|e| Error::io(&path, e))?;
+        } else if path.is_dir() {
+            sync_tree(&path)?;
         }
     }
     sync_dir(dir)

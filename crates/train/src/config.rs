@@ -1,5 +1,5 @@
 //! Training configuration: which policy-gradient variant, its clipping, KL and importance
-//! correction, the optimiser and its schedule, micro-batching. Every field has a default and a
+//! correction, the optimiser and its schedule, micro-batching, and optional LoRA. Every field has a default and a
 //! `validate` that says what is wrong; configs are plain data (serde) so a run records them.
 
 use serde::{Deserialize, Serialize};
@@ -205,6 +205,55 @@ impl Precision {
     }
 }
 
+/// LoRA: the base weights stay frozen (no gradient, not in the optimiser) and only low-rank
+/// adapters `A` (rank × in, Kaiming-uniform from `seed`) and `B` (out × rank, zeros) on the
+/// `targets` are trained; each adapted layer computes `x Wᵀ + b + (alpha / rank) · (x Aᵀ) Bᵀ`.
+///
+/// There is no adapter dropout: the trainer owns no randomness (a step is a function of weights,
+/// optimiser state and batch), so `dropout` is not a field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoraConfig {
+    /// The adapters' rank `r` (at least 1).
+    pub rank: usize,
+    /// `lora_alpha`: the adapter output is scaled by `alpha / rank`.
+    pub alpha: f64,
+    /// Which linear layers of every decoder block get an adapter: any of `q_proj`, `k_proj`,
+    /// `v_proj`, `o_proj`, `gate_proj`, `up_proj`, `down_proj` (the default: all seven).
+    pub targets: Vec<String>,
+    /// Seed of the adapters' `A` matrices (each from its own ChaCha8 stream, keyed by name).
+    pub seed: u64,
+}
+
+impl Default for LoraConfig {
+    fn default() -> Self {
+        Self {
+            rank: 8,
+            alpha: 16.0,
+            targets: model::lora::TARGETS.iter().map(|t| t.to_string()).collect(),
+            seed: 0,
+        }
+    }
+}
+
+impl LoraConfig {
+    /// The model crate's view of it (rank, alpha, targets).
+    pub fn spec(&self) -> model::lora::LoraSpec {
+        model::lora::LoraSpec {
+            rank: self.rank,
+            alpha: self.alpha,
+            targets: self.targets.clone(),
+        }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        self.spec().validate().map_err(|e| match e {
+            model::Error::Config(message) => Error::Config(message),
+            other => Error::Model(other),
+        })
+    }
+}
+
 /// Everything a [`crate::Trainer`] needs besides the model and the device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -223,6 +272,9 @@ pub struct TrainConfig {
     /// the model's context length.
     pub max_seq_len: Option<usize>,
     pub precision: Precision,
+    /// Train LoRA adapters on frozen base weights instead of every weight; `None` (the default)
+    /// is full fine-tuning.
+    pub lora: Option<LoraConfig>,
 }
 
 impl Default for TrainConfig {
@@ -236,6 +288,7 @@ impl Default for TrainConfig {
             logprob_chunk: 256,
             max_seq_len: None,
             precision: Precision::F32,
+            lora: None,
         }
     }
 }
@@ -284,6 +337,9 @@ impl TrainConfig {
         }
         if self.max_seq_len.is_some_and(|n| n < 2) {
             return Err(Error::Config("max_seq_len must be at least 2".into()));
+        }
+        if let Some(lora) = &self.lora {
+            lora.validate()?;
         }
         Ok(())
     }

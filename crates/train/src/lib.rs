@@ -1,7 +1,7 @@
 //! The training core: group-relative advantages, the clipped policy-gradient losses of the GRPO
 //! family (GRPO, Dr. GRPO, DAPO) with KL and truncated importance sampling, masked SFT,
-//! micro-batching under a token budget, AdamW with warm-up and clipping, atomic checkpoints, and
-//! SFT data from trajectory files.
+//! micro-batching under a token budget, AdamW with warm-up and clipping, optional LoRA (frozen
+//! base, trained low-rank adapters), atomic checkpoints, and SFT data from trajectory files.
 //!
 //! Invariant: every loss is normalised by the trained-token count of the WHOLE batch, passed
 //! down to each micro-batch, so the summed gradient does not depend on how the batch is split.
@@ -21,7 +21,8 @@ pub mod trainer;
 
 pub use batch::Sequence;
 pub use config::{
-    AdamWConfig, Algorithm, Decay, LossConfig, Precision, Schedule, TrainConfig, ZeroVariance,
+    AdamWConfig, Algorithm, Decay, LoraConfig, LossConfig, Precision, Schedule, TrainConfig,
+    ZeroVariance,
 };
 pub use error::{Error, Result};
 pub use samples::{Sample, SkillMetrics, StepMetrics};

@@ -6,14 +6,21 @@
 //! The trainer never samples and never reads trajectories from disk: rollouts come in as
 //! [`Sample`]s; it owns no randomness (a step is a deterministic function of the weights, the
 //! optimiser state and the batch).
+//!
+//! With [`crate::LoraConfig`] the model is built over the frozen base weights as plain tensors
+//! (no gradient reaches them, the optimiser never sees them) plus adapter variables, which are
+//! the only trainable tensors; [`Trainer::weights`] and [`Trainer::policy_model`] hand out the
+//! adapters merged into the base, so generation needs no LoRA code.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{Device, Tensor, Var};
 use candle_nn::VarBuilder;
+use model::decoder::DecoderSpec;
 use model::logprobs::token_log_probs;
+use model::lora::LoraSpec;
 use model::CausalLm;
 
 use crate::batch::{build_micro_batch, plan_micro_batches, MicroBatch, Sequence};
@@ -46,6 +53,14 @@ pub struct Gradients {
     pub metrics: StepMetrics,
 }
 
+/// What a LoRA trainer keeps besides its adapter variables.
+pub(crate) struct LoraState {
+    pub(crate) spec: LoraSpec,
+    pub(crate) decoder_spec: DecoderSpec,
+    /// The frozen base weights under their HF names (plain tensors: no gradient, never updated).
+    pub(crate) base: HashMap<String, Tensor>,
+}
+
 /// The policy under training; see the module documentation.
 pub struct Trainer {
     pub(crate) config: TrainConfig,
@@ -60,6 +75,8 @@ pub struct Trainer {
     pub(crate) optimizer: AdamW,
     pub(crate) step: u64,
     pub(crate) weight_version: u64,
+    /// Present when training LoRA adapters; the optimiser then holds only the adapters.
+    pub(crate) lora: Option<LoraState>,
 }
 
 impl std::fmt::Debug for Trainer {
@@ -76,25 +93,79 @@ impl Trainer {
     /// Loads the HF checkpoint in `model_dir` as trainable variables (and, with a KL term, a
     /// frozen copy as the reference).
     pub fn new(model_dir: &Path, config: TrainConfig, device: &Device) -> Result<Self> {
-        Self::build(model_dir, model_dir, config, device)
+        Self::build(model_dir, model_dir, config, device, None)
     }
 
-    /// Weights, config and tokenizer files from `weights_dir`; the reference from `source_dir`.
+    /// Config and tokenizer files from `weights_dir`; the KL reference from `source_dir`.
+    /// Full fine-tuning takes the weights from `weights_dir`. LoRA takes the frozen base from
+    /// `source_dir` (a checkpoint's `model.safetensors` holds merged weights, which would not
+    /// give the base back bit for bit) and the adapters from `adapters_dir` (a checkpoint), or
+    /// fresh ones from the config's seed.
     pub(crate) fn build(
         weights_dir: &Path,
         source_dir: &Path,
         config: TrainConfig,
         device: &Device,
+        adapters_dir: Option<&Path>,
     ) -> Result<Self> {
         config.validate()?;
-        let dtype = config.precision.dtype();
         let model_config = model::model::read_config(weights_dir)?;
+        let (model, vars, reference, lora) = match &config.lora {
+            Some(lora) => {
+                let (model, vars, reference, state) = Self::build_lora(
+                    &model_config,
+                    source_dir,
+                    &config,
+                    lora,
+                    device,
+                    adapters_dir,
+                )?;
+                (model, vars, reference, Some(state))
+            }
+            None => {
+                let (model, vars) = Self::build_full(&model_config, weights_dir, &config, device)?;
+                let reference = if config.loss.kl_beta > 0.0 {
+                    Some(CausalLm::load(
+                        source_dir,
+                        config.precision.dtype(),
+                        device,
+                    )?)
+                } else {
+                    None
+                };
+                (model, vars, reference, None)
+            }
+        };
+        let optimizer = AdamW::new(vars, config.optimizer.clone())?;
+        Ok(Self {
+            config,
+            device: device.clone(),
+            source_dir: source_dir.to_path_buf(),
+            files_dir: weights_dir.to_path_buf(),
+            model_config,
+            model,
+            reference,
+            optimizer,
+            step: 0,
+            weight_version: 0,
+            lora,
+        })
+    }
+
+    /// Every weight of `weights_dir` as a trainable variable, sorted by name.
+    fn build_full(
+        model_config: &serde_json::Value,
+        weights_dir: &Path,
+        config: &TrainConfig,
+        device: &Device,
+    ) -> Result<(CausalLm, Vec<(String, Var)>)> {
+        let dtype = config.precision.dtype();
         let tensors = model::weights::load(weights_dir, dtype, device)?;
         let mut names: Vec<String> = tensors.keys().cloned().collect();
         names.sort();
         let var_map = model::weights::into_var_map(tensors)?;
         let model = CausalLm::new(
-            &model_config,
+            model_config,
             VarBuilder::from_varmap(&var_map, dtype, device),
         )?;
         let vars: Vec<(String, Var)> = {
@@ -114,24 +185,57 @@ impl Trainer {
                 .filter_map(|n| data.get(n).map(|v| (n.clone(), v.clone())))
                 .collect()
         };
+        Ok((model, vars))
+    }
+
+    /// The base of `source_dir` as plain tensors, adapter variables (sorted by name) from
+    /// `adapters_dir` or the seed, the adapted model over both, and (with a KL term) the base
+    /// model as the reference, sharing the base tensors.
+    #[allow(clippy::type_complexity)]
+    fn build_lora(
+        model_config: &serde_json::Value,
+        source_dir: &Path,
+        config: &TrainConfig,
+        lora: &crate::LoraConfig,
+        device: &Device,
+        adapters_dir: Option<&Path>,
+    ) -> Result<(CausalLm, Vec<(String, Var)>, Option<CausalLm>, LoraState)> {
+        let dtype = config.precision.dtype();
+        let spec = lora.spec();
+        let decoder_spec = CausalLm::spec_of(model_config)?;
+        let base = model::weights::load(source_dir, dtype, device)?;
+        let adapters = match adapters_dir {
+            Some(dir) => {
+                crate::checkpoint::read_adapters(dir, &decoder_spec, &spec, dtype, device)?
+            }
+            None => model::lora::init_adapters(&decoder_spec, &spec, lora.seed, dtype, device)?,
+        };
+        let vars: Vec<(String, Var)> = adapters
+            .into_iter()
+            .map(|(name, t)| Ok((name, Var::from_tensor(&t)?)))
+            .collect::<Result<_>>()?;
+        // The model reads the variables' own tensors (same id), so backward finds them.
+        let mut tensors = base.clone();
+        for (name, var) in &vars {
+            tensors.insert(name.clone(), var.as_tensor().clone());
+        }
+        let model = CausalLm::new_with_lora(
+            model_config,
+            VarBuilder::from_tensors(tensors, dtype, device),
+            Some(&spec),
+        )?;
         let reference = if config.loss.kl_beta > 0.0 {
-            Some(CausalLm::load(source_dir, dtype, device)?)
+            let vb = VarBuilder::from_tensors(base.clone(), dtype, device);
+            Some(CausalLm::new(model_config, vb)?)
         } else {
             None
         };
-        let optimizer = AdamW::new(vars, config.optimizer.clone())?;
-        Ok(Self {
-            config,
-            device: device.clone(),
-            source_dir: source_dir.to_path_buf(),
-            files_dir: weights_dir.to_path_buf(),
-            model_config,
-            model,
-            reference,
-            optimizer,
-            step: 0,
-            weight_version: 0,
-        })
+        let state = LoraState {
+            spec,
+            decoder_spec,
+            base,
+        };
+        Ok((model, vars, reference, state))
     }
 
     pub fn config(&self) -> &TrainConfig {
@@ -162,8 +266,9 @@ impl Trainer {
         &self.source_dir
     }
 
-    /// The trainable variables, in optimiser order (sorted by name). Setting one changes the
-    /// model in place.
+    /// The trainable variables, in optimiser order (sorted by name): every weight, or with LoRA
+    /// only the adapters (`...q_proj.lora_A.weight`, ...). Setting one changes the model in
+    /// place.
     pub fn vars(&self) -> Vec<(String, Var)> {
         self.optimizer
             .vars()
@@ -171,16 +276,42 @@ impl Trainer {
             .collect()
     }
 
-    /// Copies of the current weights under their HF names, with the weight version.
+    /// Copies of the current weights under their HF names, with the weight version. With LoRA,
+    /// the adapters merged into the base (`W + alpha/rank · B A`); the unadapted base tensors are
+    /// shared, not copied (they are never updated).
     pub fn weights(&self) -> Result<WeightSnapshot> {
-        let mut tensors = HashMap::new();
+        let mut trained = HashMap::new();
         for (name, var) in self.optimizer.vars() {
-            tensors.insert(name.to_string(), var.as_tensor().copy()?.detach());
+            trained.insert(name.to_string(), var.as_tensor().copy()?.detach());
         }
+        let tensors = match &self.lora {
+            Some(lora) => model::lora::merge(&lora.base, &trained, &lora.decoder_spec, &lora.spec)?,
+            None => trained,
+        };
         Ok(WeightSnapshot {
             version: self.weight_version,
             tensors,
         })
+    }
+
+    /// With LoRA, copies of the adapters under PEFT's names
+    /// (`base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`, ...); else `None`.
+    pub fn adapter_tensors(&self) -> Result<Option<BTreeMap<String, Tensor>>> {
+        if self.lora.is_none() {
+            return Ok(None);
+        }
+        let mut out = BTreeMap::new();
+        for (name, var) in self.optimizer.vars() {
+            let name = format!("{}{name}", model::lora::PEFT_PREFIX);
+            out.insert(name, var.as_tensor().copy()?.detach());
+        }
+        Ok(Some(out))
+    }
+
+    /// The frozen base weights of a LoRA trainer (the tensors its model reads); `None` for full
+    /// fine-tuning.
+    pub fn base_weights(&self) -> Option<&HashMap<String, Tensor>> {
+        self.lora.as_ref().map(|l| &l.base)
     }
 
     /// A model over a copy of the current weights, for an in-process generation engine
