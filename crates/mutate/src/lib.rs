@@ -21,7 +21,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use functions::{functions, Function};
+pub use functions::{body_start, functions, BodyStart, Function};
 pub use sample::sample;
 
 /// Why the crate could not do what was asked. Mutants that are merely useless are not errors:

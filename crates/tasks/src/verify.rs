@@ -57,6 +57,10 @@ pub struct Details {
     /// Mutants the fast unit-test reward left to the slow path, each with the reason.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub slow_mutants: Vec<String>,
+    /// The unit-test reward's sentinel (`crate::sentinel`): `survived`, `killed`, or why there
+    /// was none.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sentinel: Option<String>,
     /// Exit codes of a reproduction script on the buggy and on the fixed code.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub script_exit_before: Option<i32>,
@@ -273,7 +277,7 @@ impl Grader {
                 mutants,
                 ..
             } => {
-                self.grade_test_generation(instance, answer, &target.file, grade_path, mutants)
+                self.grade_test_generation(instance, answer, target, grade_path, mutants)
                     .await
             }
             Task::Reproduction { gold_patch, .. } => {
@@ -329,11 +333,12 @@ impl Grader {
         &self,
         instance: &Instance,
         answer: &Answer,
-        target_file: &str,
+        target: &crate::instance::TargetFunction,
         grade_path: &str,
         mutants: &[crate::instance::Mutant],
     ) -> Result<Verdict> {
         let project = self.project(instance)?;
+        let target_file = target.file.as_str();
         let Some(path) = submitted_path(&answer.submission) else {
             return Ok(Verdict::new(
                 0.0,
@@ -349,6 +354,11 @@ impl Grader {
             ));
         };
         let test_file = FileEdits::new().write(grade_path, content.clone());
+        // The sentinel is graded as one more mutant, both ways, and must survive.
+        let (graded, sentinel_note) = match self.sentinel(project, target) {
+            Ok(sentinel) => ([mutants, &[sentinel]].concat(), None),
+            Err(reason) => (mutants.to_vec(), Some(format!("none: {reason}"))),
+        };
         let selection = Selection::Ids(vec![grade_path.to_string()]);
         // The mutant runner starts with the pristine run (it needs nothing from it); its
         // outcomes are dropped if the file does not pass on the original code.
@@ -362,7 +372,7 @@ impl Grader {
                 &episode,
                 target_file,
                 grade_path,
-                mutants,
+                &graded,
                 self.test_timeout,
             )
             .await;
@@ -401,7 +411,8 @@ impl Grader {
         let fast: Option<crate::mutants::FastRun> = fast?;
         let mut survived = Vec::new();
         let mut slow_mutants = Vec::new();
-        for mutant in mutants {
+        let mut sentinel_survived = None;
+        for mutant in &graded {
             let fast_outcome = fast
                 .as_ref()
                 .map(|f| (f.outcomes.get(&mutant.id), &f.fatal));
@@ -423,7 +434,9 @@ impl Grader {
                     survives_mutant(&run)
                 }
             };
-            if survives {
+            if mutant.id == crate::sentinel::SENTINEL_ID {
+                sentinel_survived = Some(survives);
+            } else if survives {
                 survived.push(mutant.id.clone());
             }
         }
@@ -437,9 +450,18 @@ impl Grader {
             mutation_score: Some(score),
             survived_mutants: survived.clone(),
             slow_mutants,
+            sentinel: sentinel_note.or(sentinel_survived
+                .map(|survived| if survived { "survived" } else { "killed" }.to_string())),
             ..Details::default()
         };
-        Ok(if survived.is_empty() && !mutants.is_empty() {
+        Ok(if sentinel_survived == Some(false) {
+            Verdict::new(
+                0.0,
+                "the tests depend on the function's source text, not its behaviour: they fail on \
+                 a rewrite of it that behaves exactly the same",
+                details,
+            )
+        } else if survived.is_empty() && !mutants.is_empty() {
             Verdict::new(
                 1.0,
                 format!(
@@ -455,6 +477,23 @@ impl Grader {
                 details,
             )
         })
+    }
+
+    /// The sentinel mutant of `target` (`crate::sentinel`), made from the pristine snapshot's
+    /// copy of its file, or why there is none.
+    fn sentinel(
+        &self,
+        project: &GradedProject,
+        target: &crate::instance::TargetFunction,
+    ) -> std::result::Result<crate::instance::Mutant, String> {
+        let language = match project.runner.prepared().spec.ecosystem {
+            Ecosystem::Pypi => mutate::Language::Python,
+            Ecosystem::Crates => mutate::Language::Rust,
+        };
+        let path = project.snapshot.path.join(&target.file);
+        let source = std::fs::read_to_string(&path)
+            .map_err(|error| format!("reading {}: {error}", path.display()))?;
+        crate::sentinel::sentinel_mutant(language, &source, target)
     }
 
     async fn run_script(
