@@ -4,8 +4,10 @@ Started by atomskill in a sandbox episode as `python atomskill_mutants.py SPEC.j
 `python -m pytest ARGS`, with the same ARGS (from the spec). It imports pytest, collects the
 test file against the pristine code, then for each mutant forks a child that
 
-  1. writes the mutant's source over the target file (so source reads, reloads and
-     subprocesses see what the slow path's fresh episode would show them),
+  1. writes the mutant's source over the target file when something may first read it (an
+     audited open of the file, or a new process), so source reads, reloads and subprocesses see
+     what the slow path's fresh episode would show them, and a child that reads nothing pays
+     nothing for it (`LazyFile`),
   2. sets the `__code__` of every live function object whose code the mutant changed to the
      mutant's code object (so references held by decorators, classes, other modules and
      `from x import f` all see the mutant, as a fresh import would give them),
@@ -26,6 +28,9 @@ generator of changed code. For the whole file:
 collection errors, threads alive after collection, the target file read after its import
 began (other than by the import itself), or a pristine control child that does not survive.
 
+The next mutant's child is compiled, matched, forked and swapped while the current one runs its
+tests, and waits for a `go` byte: one child runs tests at a time, as one slow-path pytest would.
+
 Once a child's report is in, the parent kills its process group (whatever the tests left running
 dies with it, as the slow path's sandbox kills everything when pytest exits) and reaps it later.
 
@@ -39,8 +44,8 @@ the first child (interpreter start, pytest start, collection), so the fast path 
 mutant more time than the slow path would.
 
 Output: one JSON object per line in the result file: {"control": ...} first, then one line per
-mutant {"id", "outcome": "killed"|"survived"|"slow", "reason", "seconds" (compiling and
-matching the mutant, and its child up to the report)}, or {"fatal": reason}.
+mutant {"id", "outcome": "killed"|"survived"|"slow", "reason", "seconds" (the time from the
+previous report to this one: what one more mutant adds to the run)}, or {"fatal": reason}.
 This file is the runner's only output; it never runs a test in its own (parent) process.
 """
 import atexit
@@ -115,6 +120,8 @@ class Watch:
         self.filenames = set()
         self.called = set()
         self.late_reads = []
+        # In a mutant child: the mutant's file, written when something first looks at it.
+        self.lazy = None
 
     def is_target(self, filename):
         return (
@@ -124,6 +131,9 @@ class Watch:
         )
 
     def audit(self, event, args):
+        if self.lazy is not None:
+            self.lazy.audit(event, args)
+            return
         if not self.active:
             return
         if event == "exec":
@@ -152,6 +162,46 @@ class Watch:
         self.active = False
         sys.setprofile(None)
         threading.setprofile(None)
+
+
+class LazyFile:
+    """The mutant's source, written over the target file in a child only when something may
+    read it: an open of the target file, or a new process (which could read it with no audit
+    hook of ours). Until then the file holds the pristine text, which nothing has seen. Module
+    code of the target file executed before the write (an import of a cached .pyc found by its
+    pristine mtime) makes the child's outcome unsafe: the slow path decides that mutant."""
+
+    SPAWNS = ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "pty.spawn")
+
+    def __init__(self, watch, source, mtime):
+        self.watch = watch
+        self.source = source
+        self.mtime = mtime
+        self.written = False
+        self.unsafe = None
+
+    def audit(self, event, args):
+        if self.written:
+            return
+        if event == "open":
+            path = args[0]
+            if isinstance(path, bytes):
+                path = os.fsdecode(path)
+            if isinstance(path, str) and self.watch.is_target(path):
+                self.write()
+        elif event in self.SPAWNS:
+            self.write()
+        elif event == "exec":
+            code = args[0]
+            if isinstance(code, types.CodeType) and self.watch.is_target(code.co_filename):
+                self.unsafe = "the target module was executed before the mutant's file was written"
+
+    def write(self):
+        self.written = True  # first: the write below opens the file, an audited event
+        with open(self.watch.target, "w", encoding="utf-8", newline="") as file:
+            file.write(self.source)
+        # A distinct mtime per mutant: no bytecode cached for another one fits.
+        os.utime(self.watch.target, (self.mtime, self.mtime))
 
 
 class Pristine:
@@ -302,17 +352,21 @@ def make_plugin(pytest, spec, watch, out):
                 raise Unsafe(f"the session would exit with status {int(session.exitstatus)}")
             return {"outcome": "survived", "reason": "every test passed or was skipped"}
 
-        def child(self, session, source, swaps, mtime, timeout):
-            """Forks, runs the items with the mutant in place, returns its outcome."""
+        def spawn(self, session, source, swaps, mtime):
+            """Forks the child of one mutant (`source` None: the pristine control). It swaps
+            the code in, then waits for `go` before it runs the items, so that its fork and
+            preparation overlap the previous child's tests; one child runs tests at a time."""
             self.reap(block=False)
             sys.stdout.flush()
             sys.stderr.flush()
             read_end, write_end = os.pipe()
+            go_read, go_write = os.pipe()
             pid = os.fork()
             if pid == 0:
                 status = 0
                 try:
                     os.close(read_end)
+                    os.close(go_write)
                     os.close(out.fileno())
                     os.setpgid(0, 0)
                     try:
@@ -320,17 +374,20 @@ def make_plugin(pytest, spec, watch, out):
                             adj.write("1000")  # the memory limit should end the child first
                     except OSError:
                         pass
-                    if source is not None:
-                        with open(target, "w", encoding="utf-8", newline="") as file:
-                            file.write(source)
-                        # A distinct mtime per mutant: no bytecode cached for another one fits.
-                        os.utime(target, (mtime, mtime))
-                        linecache.clearcache()
                     for function, code in swaps:
                         function.__code__ = code
                     for item in session.items:
                         item._repr_failure_py = short_failure
+                    for filename in watch.filenames:
+                        linecache.cache.pop(filename, None)
+                    lazy = LazyFile(watch, source, mtime) if source is not None else None
+                    if not os.read(go_read, 1):
+                        os._exit(0)  # the runner is gone
+                    os.close(go_read)
+                    watch.lazy = lazy
                     result = self.run_items(session)
+                    if lazy is not None and lazy.unsafe:
+                        result = {"outcome": "slow", "reason": lazy.unsafe}
                 except Unsafe as error:
                     result = {"outcome": "slow", "reason": str(error)}
                 except BaseException as error:
@@ -340,8 +397,14 @@ def make_plugin(pytest, spec, watch, out):
                 finally:
                     os._exit(status)
             os.close(write_end)
-            started = time.monotonic()
-            data, how = wait_report(pid, read_end, started + timeout)
+            os.close(go_read)
+            return Pending(pid, read_end, go_write)
+
+        def finish(self, pending, timeout):
+            """Waits for the report of a child that was told to go, kills it, returns its
+            outcome."""
+            pid, read_end = pending.pid, pending.read_end
+            data, how = wait_report(pid, read_end, pending.started + timeout)
             os.close(read_end)
             # The report is the child's last act before os._exit: past it, only its exit (the
             # kernel freeing its memory) and whatever the tests left running remain. Both are
@@ -350,7 +413,7 @@ def make_plugin(pytest, spec, watch, out):
                 os.killpg(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            seconds = time.monotonic() - started
+            seconds = time.monotonic() - pending.started
             lines = data.decode(errors="replace").strip().splitlines()
             if how == "report":
                 self.unreaped.append(pid)
@@ -372,6 +435,15 @@ def make_plugin(pytest, spec, watch, out):
             result["seconds"] = round(seconds, 6)
             return result
 
+        def prepare(self, session, pristine, mutant, mtime):
+            """Compiles and matches one mutant and forks its waiting child; a Pending, or the
+            outcome of a mutant the fast path cannot run."""
+            try:
+                swaps = pristine.plan(mutant["source"])
+            except Unsafe as error:
+                return {"outcome": "slow", "reason": str(error)}
+            return self.spawn(session, mutant["source"], swaps, mtime)
+
         def mutants(self, session):
             if session.testsfailed:
                 raise Unsafe("the test file has collection errors")
@@ -392,27 +464,50 @@ def make_plugin(pytest, spec, watch, out):
             timeout = budget - (time.monotonic() - STARTED)
             if timeout <= 0:
                 raise Unsafe("the test timeout was spent before the first test")
-            control = self.child(session, None, [], 0, timeout)
+            control = self.finish(self.spawn(session, None, [], 0).go(), timeout)
             emit(out, {"control": control})
             if control["outcome"] != "survived":
                 raise Unsafe(f"the pristine code does not survive in a child: {control['reason']}")
             base = int(time.time()) + 2
-            for index, mutant in enumerate(spec["mutants"]):
-                started = time.monotonic()
-                try:
-                    swaps = pristine.plan(mutant["source"])
-                    mtime = base + 2 * index
-                    result = self.child(session, mutant["source"], swaps, mtime, timeout)
-                except Unsafe as error:
-                    result = {"outcome": "slow", "reason": str(error)}
-                # The mutant's whole cost here: compiling and matching it, the child.
-                result["seconds"] = round(time.monotonic() - started, 6)
+            mutants = spec["mutants"]
+            last = time.monotonic()
+            ready = self.prepare(session, pristine, mutants[0], base) if mutants else None
+            for index, mutant in enumerate(mutants):
+                current = ready.go() if isinstance(ready, Pending) else ready
+                # The next mutant is compiled, matched and forked while this one's tests run.
+                if index + 1 < len(mutants):
+                    ready = self.prepare(session, pristine, mutants[index + 1], base + 2 * index + 2)
+                result = self.finish(current, timeout) if isinstance(current, Pending) else current
+                # The mutant's cost here: the time between two reports (so the costs add up to
+                # the whole loop), its compiling, matching and fork overlapping the one before.
+                now = time.monotonic()
+                result["seconds"] = round(now - last, 6)
+                last = now
                 emit(out, {"id": mutant["id"], **result})
             self.reap(block=True)
             with open(target, "w", encoding="utf-8", newline="") as file:
                 file.write(pristine_source)
 
     return Plugin()
+
+
+class Pending:
+    """A forked child waiting for `go`."""
+
+    def __init__(self, pid, read_end, go_write):
+        self.pid = pid
+        self.read_end = read_end
+        self.go_write = go_write
+        self.started = None
+
+    def go(self):
+        self.started = time.monotonic()
+        try:
+            os.write(self.go_write, b"g")
+        except OSError:
+            pass  # the child is already gone: its report (none) says so
+        os.close(self.go_write)
+        return self
 
 
 def wait_report(pid, read_end, deadline):

@@ -362,6 +362,28 @@ async fn fast_and_slow_paths_kill_the_same_mutants() {
         assert_eq!(verdict.details.sentinel.as_deref(), Some("killed"));
         assert!(verdict.reason.contains("source text"), "{verdict:?}");
     }
+    // Only a subprocess runs the function: it must see the mutant's file (the fast path writes
+    // the file only when something may read it).
+    check(
+        &mut grader,
+        &killable,
+        "import subprocess\nimport sys\n\n\ndef test_in_a_subprocess():\n    \
+         code = 'from shapes import clamp; print(clamp(30, 0, 10), clamp(5, 0, 10))'\n    \
+         out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)\n    \
+         assert out.stdout.split() == ['10', '5']\n",
+        0.0,
+        &[
+            "area_const",
+            "fib_base",
+            "adder",
+            "count_step",
+            "grow_guard",
+            "unit_zero",
+        ],
+        // The module is never imported in the runner: nothing to swap, nothing goes slow.
+        &[],
+    )
+    .await;
     // A skipped test and an xfail are not kills (the slow path used to count any non-pass).
     check(
         &mut grader,
