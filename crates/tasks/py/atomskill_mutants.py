@@ -211,6 +211,9 @@ class Pristine:
         self.watch = watch
         self.source = source
         self.trees = {}
+        # Compiled pristine statements by line range (`plan_region`), None where unusable.
+        self.regions = {}
+        self.imports = None
         for filename in sorted(watch.filenames):
             root = compile(source, filename, "exec", dont_inherit=True)
             self.trees[filename] = list(code_tree(root))
@@ -239,6 +242,9 @@ class Pristine:
 
     def plan(self, mutant_source):
         """The (function, new code) assignments that turn the loaded module into the mutant."""
+        swaps = self.plan_region(mutant_source)
+        if swaps is not None:
+            return swaps
         swaps = []
         for filename, tree in self.trees.items():
             try:
@@ -247,6 +253,96 @@ class Pristine:
                 raise Unsafe(f"the mutant does not compile: {error}")
             self.pair(tree[0][1], root, False, swaps)
         return swaps
+
+    def plan_region(self, mutant_source):
+        """`plan` by compiling only the top-level statement the mutant changes (a module of
+        a thousand lines takes milliseconds to compile), or None when that is not certainly
+        the same: the whole module is compiled then. It is when the mutant changes lines of
+        one top-level statement, keeps every line number, the statement compiled alone gives
+        exactly the pristine module's code objects for it, and the mutant's statement does at
+        module level exactly what the pristine one does."""
+        if len(self.trees) != 1:
+            return None
+        old_lines = self.source.splitlines(keepends=True)
+        new_lines = mutant_source.splitlines(keepends=True)
+        if len(old_lines) != len(new_lines):
+            return None
+        changed = [i for i, (a, b) in enumerate(zip(old_lines, new_lines)) if a != b]
+        if not changed:
+            return None
+        region = self.region(old_lines, changed[0], changed[-1])
+        if region is None:
+            return None
+        start, end = region
+        (filename, tree), = self.trees.items()
+        root = tree[0][1]
+        flags = root.co_flags & FUTURE_FLAGS
+
+        if self.imports is None:
+            self.imports = imported_names(self.source, filename)
+        # The compiler reads `x.f()` differently where `x` is a module-level import, so the
+        # first padding line binds the module's imported names the same way.
+        padding = ["\n"] * start
+        if self.imports and start:
+            padding[0] = "import " + ", ".join(self.imports) + "\n"
+
+        def compile_region(lines):
+            text = "".join(padding) + "".join(lines[start:end])
+            return compile(text, filename, "exec", flags, dont_inherit=True)
+
+        key = (start, end)
+        if key not in self.regions:
+            try:
+                old_region = compile_region(old_lines)
+            except SyntaxError:
+                old_region = None
+            full = [c for c in root.co_consts if isinstance(c, types.CodeType)]
+            kids = [c for c in (old_region.co_consts if old_region else ()) if isinstance(c, types.CodeType)]
+            # Each code object of the statement must be the whole module's, exactly.
+            if old_region is None or not all(any(k == c for c in full) for k in kids):
+                old_region = None
+            self.regions[key] = old_region
+        old_region = self.regions[key]
+        if old_region is None:
+            return None
+        try:
+            new_region = compile_region(new_lines)
+        except SyntaxError:
+            return None
+        old_kids = [c for c in old_region.co_consts if isinstance(c, types.CodeType)]
+        new_kids = [c for c in new_region.co_consts if isinstance(c, types.CodeType)]
+        if shallow(old_region) != shallow(new_region) or [qualname(c) for c in old_kids] != [
+            qualname(c) for c in new_kids
+        ]:
+            return None
+        swaps = []
+        for old_kid, new_kid in zip(old_kids, new_kids):
+            self.pair(old_kid, new_kid, False, swaps)
+        return swaps
+
+    @staticmethod
+    def region(lines, first, last):
+        """The 0-based [start, end) line range of the top-level statement holding lines
+        `first` to `last` (decorators included), found from indentation; `plan_region` checks
+        it by compiling."""
+
+        def opens_statement(line):
+            return line[:1] not in ("", " ", "\t", "\n", "\r", "#", ")", "]", "}")
+
+        start = first
+        while start > 0 and not opens_statement(lines[start]):
+            start -= 1
+        if not opens_statement(lines[start]):
+            return None
+        while start > 0 and lines[start - 1].startswith("@"):
+            start -= 1
+        end = last + 1
+        while end < len(lines) and not opens_statement(lines[end]):
+            end += 1
+        # Not the decorators of the next statement.
+        while end - 1 > last and lines[end - 1].startswith("@"):
+            end -= 1
+        return start, end
 
     def pair(self, old, new, made_by_swapped, swaps):
         """Matches one pristine code object with the mutant's; `made_by_swapped` says whether a
@@ -294,6 +390,40 @@ class Pristine:
             raise Unsafe(f"a suspended generator of {qualname(code)} exists")
 
 
+def future_flags():
+    """The compiler flags of every `from __future__ import`; `__future__` leaves sys.modules
+    as it found it."""
+    loaded = "__future__" in sys.modules
+    import __future__
+
+    if not loaded:
+        del sys.modules["__future__"]
+    return sum(getattr(__future__, name).compiler_flag for name in __future__.all_feature_names)
+
+
+FUTURE_FLAGS = future_flags()
+
+
+def imported_names(source, filename):
+    """The module-level names of `source` that an import binds; symtable leaves sys.modules
+    as it found it."""
+    before = set(sys.modules)
+    try:
+        import symtable
+
+        table = symtable.symtable(source, filename, "exec")
+        return sorted(
+            symbol.get_name()
+            for symbol in table.get_symbols()
+            if symbol.is_imported() and symbol.get_name().isidentifier()
+        )
+    except Exception:
+        return []
+    finally:
+        for name in set(sys.modules) - before:
+            del sys.modules[name]
+
+
 class Unsafe(Exception):
     """The fast path cannot decide this mutant exactly; the slow path must."""
 
@@ -306,6 +436,10 @@ def make_plugin(pytest, spec, watch, out):
         def __init__(self):
             self.failure = None
             self.unreaped = []
+            # Memory the control child wrote, as (address, length) runs: each mutant's child
+            # copies it in (`prefault`) while it waits, off the time of the run.
+            self.pages = []
+            self.populate = None
 
         def reap(self, block):
             for pid in list(self.unreaped):
@@ -381,11 +515,15 @@ def make_plugin(pytest, spec, watch, out):
                     for filename in watch.filenames:
                         linecache.cache.pop(filename, None)
                     lazy = LazyFile(watch, source, mtime) if source is not None else None
+                    maps = writable_maps() if source is None else None
+                    prefault(self.populate, self.pages)
                     if not os.read(go_read, 1):
                         os._exit(0)  # the runner is gone
                     os.close(go_read)
                     watch.lazy = lazy
                     result = self.run_items(session)
+                    if maps:
+                        result["pages"] = written_pages(maps)
                     if lazy is not None and lazy.unsafe:
                         result = {"outcome": "slow", "reason": lazy.unsafe}
                 except Unsafe as error:
@@ -457,6 +595,7 @@ def make_plugin(pytest, spec, watch, out):
                 pristine_source = file.read()
             pristine = Pristine(watch, pristine_source)
             warm_up()
+            self.populate = populate_function()
             # Keep the collector away from the parent's objects in the children: a collection
             # there would write to every page of the heap (copy-on-write) for nothing, since
             # those objects are alive in the parent anyway.
@@ -465,6 +604,7 @@ def make_plugin(pytest, spec, watch, out):
             if timeout <= 0:
                 raise Unsafe("the test timeout was spent before the first test")
             control = self.finish(self.spawn(session, None, [], 0).go(), timeout)
+            self.pages = control.pop("pages", None) or []
             emit(out, {"control": control})
             if control["outcome"] != "survived":
                 raise Unsafe(f"the pristine code does not survive in a child: {control['reason']}")
@@ -560,6 +700,85 @@ def warm_up():
         bin_xml_escape("")
     except Exception:
         pass
+
+
+MADV_POPULATE_WRITE = 23
+
+
+def populate_function():
+    """libc's madvise, for `prefault`, or None. The modules ctypes imports are taken out of
+    sys.modules again, so the tests see the module table a plain pytest would have."""
+    before = set(sys.modules)
+    try:
+        import ctypes
+
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+        madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        madvise.restype = ctypes.c_int
+        return madvise
+    except Exception:
+        return None
+    finally:
+        for name in set(sys.modules) - before:
+            del sys.modules[name]
+
+
+def writable_maps():
+    """The private writable mappings of this process, as (start, end) address pairs."""
+    ranges = []
+    try:
+        with open("/proc/self/maps", encoding="ascii") as maps:
+            for line in maps:
+                fields = line.split()
+                name = fields[5] if len(fields) > 5 else ""
+                if fields[1].startswith("rw") and fields[1][3] == "p" and not name.startswith("[v"):
+                    start, end = (int(x, 16) for x in fields[0].split("-"))
+                    ranges.append((start, end))
+    except (OSError, ValueError, IndexError):
+        return []
+    return ranges
+
+
+def written_pages(ranges):
+    """The runs of pages of `ranges` this process has written since its fork (present and
+    mapped by it alone, per /proc/self/pagemap), as [address, length] pairs."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    runs = []
+    try:
+        fd = os.open("/proc/self/pagemap", os.O_RDONLY)
+    except OSError:
+        return []
+    try:
+        for low, high in ranges:
+            count = (high - low) // page
+            entries = memoryview(os.pread(fd, 8 * count, low // page * 8)).cast("Q")
+            start = None
+            for index, entry in enumerate(entries):
+                if entry >> 63 & 1 and entry >> 56 & 1:
+                    if start is None:
+                        start = index
+                elif start is not None:
+                    runs.append([low + start * page, (index - start) * page])
+                    start = None
+            if start is not None:
+                runs.append([low + start * page, (len(entries) - start) * page])
+    except (OSError, ValueError, TypeError):
+        return []
+    finally:
+        os.close(fd)
+    return runs
+
+
+def prefault(madvise, runs):
+    """Copies in the pages a test run will write (the control child's), so that the child does
+    not take those copy-on-write faults one by one while its tests run. Changes no byte of
+    memory, only when the copies are made; best effort."""
+    if madvise is None:
+        return
+    for address, length in runs:
+        if madvise(address, length, MADV_POPULATE_WRITE) != 0:
+            if address == runs[0][0]:
+                return  # not supported here: the first call says so
 
 
 def short_failure(excinfo, style=None):
