@@ -436,9 +436,11 @@ def make_plugin(pytest, spec, watch, out):
         def __init__(self):
             self.failure = None
             self.unreaped = []
-            # Memory the control child wrote, as (address, length) runs: each mutant's child
-            # copies it in (`prefault`) while it waits, off the time of the run.
+            # Memory the control child wrote up to the end of its first test, as (address,
+            # length) runs: each mutant's child copies it in (`prefault`) while it waits, off
+            # the time of the run.
             self.pages = []
+            self.maps = None
             self.populate = None
 
         def reap(self, block):
@@ -471,6 +473,9 @@ def make_plugin(pytest, spec, watch, out):
             for index, item in enumerate(items):
                 nextitem = items[index + 1] if index + 1 < len(items) else None
                 item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+                if index == 0 and self.maps:
+                    # Every child runs the first test; not every one runs the others.
+                    self.pages = written_pages(self.maps)
                 if self.failure:
                     return {"outcome": "killed", "reason": f"{self.failure} failed"}
                 if session.shouldfail or session.shouldstop:
@@ -515,15 +520,15 @@ def make_plugin(pytest, spec, watch, out):
                     for filename in watch.filenames:
                         linecache.cache.pop(filename, None)
                     lazy = LazyFile(watch, source, mtime) if source is not None else None
-                    maps = writable_maps() if source is None else None
+                    self.maps = writable_maps() if source is None else None
                     prefault(self.populate, self.pages)
                     if not os.read(go_read, 1):
                         os._exit(0)  # the runner is gone
                     os.close(go_read)
                     watch.lazy = lazy
                     result = self.run_items(session)
-                    if maps:
-                        result["pages"] = written_pages(maps)
+                    if self.maps:
+                        result["pages"] = self.pages
                     if lazy is not None and lazy.unsafe:
                         result = {"outcome": "slow", "reason": lazy.unsafe}
                 except Unsafe as error:
