@@ -36,8 +36,15 @@ dies with it, as the slow path's sandbox kills everything when pytest exits) and
 
 What keeps a child cheap without changing an outcome: the parent's objects are frozen out of the
 garbage collector (gc.freeze), caches every child would fill are filled once in the parent
-(`warm_up`), and a failure's text is the exception line instead of pytest's formatted traceback
-(`short_failure`): the report's outcome is decided before its text is made.
+(`warm_up`), a failure's text is the exception line instead of pytest's formatted traceback
+(`short_failure`): the report's outcome is decided before its text is made, and a waiting child
+copies in the pages the control child wrote in its first test (`prefault`). Per mutant, only
+the changed top-level statement is compiled when that provably gives the whole module's code
+(`Pristine.plan_region`).
+
+Deliberately absent: running only the tests that call the function, or likely killers first.
+A test that never calls it can still fail on state a mutant's code left behind, and a moved
+test on state an earlier one would have set up, so every test runs, in file order.
 
 The child's time budget is the slow path's test timeout minus what this process spent before
 the first child (interpreter start, pytest start, collection), so the fast path never grants a
