@@ -42,14 +42,7 @@ pub fn attention_chunked(
     chunk_elements: usize,
 ) -> Result<Tensor> {
     let shape = Shapes::of(q, k, n_rep, chunk_elements)?;
-    let out = forward(
-        &q.detach(),
-        &k.detach(),
-        &v.detach(),
-        mask,
-        scale,
-        &shape,
-    )?;
+    let out = forward(&q.detach(), &k.detach(), &v.detach(), mask, scale, &shape)?;
     if !(q.track_op() || k.track_op() || v.track_op()) {
         return Ok(out);
     }
@@ -140,12 +133,7 @@ fn probabilities(
         .reshape((shape.batch, heads, len, keys))?
         .to_dtype(mask.dtype())?
         .broadcast_add(&mask.narrow(2, start, len)?)?;
-    Ok(softmax_last_dim(&scores)?.reshape((
-        shape.batch,
-        shape.kv,
-        shape.n_rep * len,
-        keys,
-    ))?)
+    Ok(softmax_last_dim(&scores)?.reshape((shape.batch, shape.kv, shape.n_rep * len, keys))?)
 }
 
 fn forward(
@@ -343,11 +331,21 @@ mod tests {
         // A weight per output element so every gradient entry matters.
         let w = random((batch, kv, n_rep * seq, dim), 4);
         let expected = reference(&q, &k, &v, &mask, scale);
-        let expected_grads = (&expected * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let expected_grads = (&expected * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
         // Chunk budgets: one position per chunk, uneven chunks, everything at once.
         for budget in [1, 3 * batch * kv * n_rep * seq, 1 << 20] {
             let got = attention_chunked(&q, &k, &v, &mask, scale, n_rep, budget).unwrap();
-            let diff = (&got - &expected).unwrap().abs().unwrap().max_all().unwrap();
+            let diff = (&got - &expected)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap();
             assert!(diff.to_scalar::<f64>().unwrap() < 1e-12, "budget {budget}");
             let grads = (&got * &w).unwrap().sum_all().unwrap().backward().unwrap();
             for (name, var) in [("q", &q), ("k", &k), ("v", &v)] {
@@ -398,8 +396,8 @@ mod tests {
                 data[i] += delta;
                 Tensor::from_vec(data, k0.shape(), &Device::Cpu).unwrap()
             };
-            let numeric =
-                (objective(&q0, &nudged(eps), &v0) - objective(&q0, &nudged(-eps), &v0)) / (2.0 * eps);
+            let numeric = (objective(&q0, &nudged(eps), &v0) - objective(&q0, &nudged(-eps), &v0))
+                / (2.0 * eps);
             assert!(
                 (numeric - dk[i]).abs() < 1e-7,
                 "dk[{i}]: {numeric} vs {}",
@@ -417,7 +415,12 @@ mod tests {
         let out = attention(&q, &k, &v, &mask, 0.5, 1).unwrap();
         assert!(!out.track_op());
         let expected = reference(&q, &k, &v, &mask, 0.5);
-        let diff = (&out - &expected).unwrap().abs().unwrap().max_all().unwrap();
+        let diff = (&out - &expected)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
         assert!(diff.to_scalar::<f32>().unwrap() < 1e-6);
     }
 }

@@ -10,9 +10,7 @@ use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
 
 use crate::cache::KvCache;
-use crate::layers::{
-    compute_dtype, Embedding, Linear, Mlp, RmsNorm, MASKED_SCORE,
-};
+use crate::layers::{compute_dtype, Embedding, Linear, Mlp, RmsNorm, MASKED_SCORE};
 use crate::lora::LoraSpec;
 use crate::rope::{positions_tensor, Rope, RopeScaling};
 use crate::{Error, Result};

@@ -238,3 +238,62 @@ pub(crate) fn rust_docs(src: &str, item: Node) -> Option<String> {
     }
     (!lines.is_empty()).then(|| lines.join("\n"))
 }
+
+/// Where a new first statement of a function's body goes: before `line` (1-based), indented
+/// with `indent`. In Python that is after the docstring, so the docstring stays one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyStart {
+    pub line: usize,
+    pub indent: String,
+}
+
+/// The start of the body of the function `qualname` (as [`functions`] names it), or `None` when
+/// there is no such function or its body has no statement on a line of its own (a one-line
+/// function, an empty Rust block).
+pub fn body_start(language: Language, source: &str, qualname: &str) -> Result<Option<BodyStart>> {
+    let mut parser = common::parser(language)?;
+    let tree = common::parse(&mut parser, language, "<source>", source)?;
+    let Some(function) = from_tree(language, &tree, source)
+        .into_iter()
+        .find(|function| function.qualname == qualname)
+    else {
+        return Ok(None);
+    };
+    let kind = match language {
+        Language::Python => "function_definition",
+        Language::Rust => "function_item",
+    };
+    let mut node = tree
+        .root_node()
+        .descendant_for_byte_range(function.start_byte, function.start_byte);
+    while let Some(current) = node.filter(|n| n.kind() != kind) {
+        node = current.parent();
+    }
+    let Some(body) = node.and_then(|n| n.child_by_field_name("body")) else {
+        return Ok(None);
+    };
+    let statements = code_children(body);
+    let first = match language {
+        Language::Python if python_docstring(source, body).is_some() => statements.get(1),
+        _ => statements.first(),
+    };
+    let Some(first) = first else {
+        return Ok(None);
+    };
+    // The statement must begin its line, below the line where the body opens.
+    let row = first.start_position().row;
+    let line_start = source[..first.start_byte()]
+        .rfind('\n')
+        .map_or(0, |newline| newline + 1);
+    let indent = &source[line_start..first.start_byte()];
+    if row == body.start_position().row && language == Language::Rust
+        || row == function.start_line - 1
+        || !indent.chars().all(|c| c == ' ' || c == '\t')
+    {
+        return Ok(None);
+    }
+    Ok(Some(BodyStart {
+        line: row + 1,
+        indent: indent.to_string(),
+    }))
+}

@@ -22,7 +22,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-pub use functions::{functions, Function};
+pub use functions::{body_start, functions, BodyStart, Function};
 pub use items::{rust_items, RustItem};
 pub use sample::sample;
 

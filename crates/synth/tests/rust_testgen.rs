@@ -187,6 +187,19 @@ async fn rust_unit_test_generation() {
         .unwrap();
     assert_eq!(verdict.reward, 0.0);
     assert!(verdict.reason.contains("error"), "{}", verdict.reason);
+    // Tests of the source text instead of the behaviour: the file must read exactly as the
+    // original. That "kills" every mutant, and the sentinel too (a no-op line), so it earns 0.
+    let wired = harness.edits.0["src/stats.rs"].clone().unwrap();
+    let reads_source = format!(
+        "use super::*;\n\n#[test]\nfn source_unchanged() {{\n    assert_eq!(clamp(5, 0, 10), 5);\n    assert_eq!(include_str!(\"stats.rs\"), r##\"{wired}\"##);\n}}\n"
+    );
+    let verdict = grader
+        .grade(&clamp, &answer(&clamp, grade_path, &reads_source))
+        .await
+        .unwrap();
+    assert_eq!(verdict.reward, 0.0, "{verdict:?}");
+    assert!(verdict.reason.contains("source text"), "{}", verdict.reason);
+    assert!(verdict.details.survived_mutants.is_empty(), "{verdict:?}");
     // The crate's other tests do not count: a file without tests earns nothing even though
     // the rest of the suite passes.
     let verdict = grader

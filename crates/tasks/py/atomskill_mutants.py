@@ -4,8 +4,10 @@ Started by atomskill in a sandbox episode as `python atomskill_mutants.py SPEC.j
 `python -m pytest ARGS`, with the same ARGS (from the spec). It imports pytest, collects the
 test file against the pristine code, then for each mutant forks a child that
 
-  1. writes the mutant's source over the target file (so source reads, reloads and
-     subprocesses see what the slow path's fresh episode would show them),
+  1. writes the mutant's source over the target file when something may first read it (an
+     audited open of the file, or a new process), so source reads, reloads and subprocesses see
+     what the slow path's fresh episode would show them, and a child that reads nothing pays
+     nothing for it (`LazyFile`),
   2. sets the `__code__` of every live function object whose code the mutant changed to the
      mutant's code object (so references held by decorators, classes, other modules and
      `from x import f` all see the mutant, as a fresh import would give them),
@@ -26,21 +28,31 @@ generator of changed code. For the whole file:
 collection errors, threads alive after collection, the target file read after its import
 began (other than by the import itself), or a pristine control child that does not survive.
 
+The next mutant's child is compiled, matched, forked and swapped while the current one runs its
+tests, and waits for a `go` byte: one child runs tests at a time, as one slow-path pytest would.
+
 Once a child's report is in, the parent kills its process group (whatever the tests left running
 dies with it, as the slow path's sandbox kills everything when pytest exits) and reaps it later.
 
 What keeps a child cheap without changing an outcome: the parent's objects are frozen out of the
 garbage collector (gc.freeze), caches every child would fill are filled once in the parent
-(`warm_up`), and a failure's text is the exception line instead of pytest's formatted traceback
-(`short_failure`): the report's outcome is decided before its text is made.
+(`warm_up`), a failure's text is the exception line instead of pytest's formatted traceback
+(`short_failure`): the report's outcome is decided before its text is made, and a waiting child
+copies in the pages the control child wrote in its first test (`prefault`). Per mutant, only
+the changed top-level statement is compiled when that provably gives the whole module's code
+(`Pristine.plan_region`).
+
+Deliberately absent: running only the tests that call the function, or likely killers first.
+A test that never calls it can still fail on state a mutant's code left behind, and a moved
+test on state an earlier one would have set up, so every test runs, in file order.
 
 The child's time budget is the slow path's test timeout minus what this process spent before
 the first child (interpreter start, pytest start, collection), so the fast path never grants a
 mutant more time than the slow path would.
 
 Output: one JSON object per line in the result file: {"control": ...} first, then one line per
-mutant {"id", "outcome": "killed"|"survived"|"slow", "reason", "seconds" (compiling and
-matching the mutant, and its child up to the report)}, or {"fatal": reason}.
+mutant {"id", "outcome": "killed"|"survived"|"slow", "reason", "seconds" (the time from the
+previous report to this one: what one more mutant adds to the run)}, or {"fatal": reason}.
 This file is the runner's only output; it never runs a test in its own (parent) process.
 """
 import atexit
@@ -115,6 +127,8 @@ class Watch:
         self.filenames = set()
         self.called = set()
         self.late_reads = []
+        # In a mutant child: the mutant's file, written when something first looks at it.
+        self.lazy = None
 
     def is_target(self, filename):
         return (
@@ -124,6 +138,9 @@ class Watch:
         )
 
     def audit(self, event, args):
+        if self.lazy is not None:
+            self.lazy.audit(event, args)
+            return
         if not self.active:
             return
         if event == "exec":
@@ -154,6 +171,46 @@ class Watch:
         threading.setprofile(None)
 
 
+class LazyFile:
+    """The mutant's source, written over the target file in a child only when something may
+    read it: an open of the target file, or a new process (which could read it with no audit
+    hook of ours). Until then the file holds the pristine text, which nothing has seen. Module
+    code of the target file executed before the write (an import of a cached .pyc found by its
+    pristine mtime) makes the child's outcome unsafe: the slow path decides that mutant."""
+
+    SPAWNS = ("subprocess.Popen", "os.system", "os.exec", "os.posix_spawn", "os.spawn", "pty.spawn")
+
+    def __init__(self, watch, source, mtime):
+        self.watch = watch
+        self.source = source
+        self.mtime = mtime
+        self.written = False
+        self.unsafe = None
+
+    def audit(self, event, args):
+        if self.written:
+            return
+        if event == "open":
+            path = args[0]
+            if isinstance(path, bytes):
+                path = os.fsdecode(path)
+            if isinstance(path, str) and self.watch.is_target(path):
+                self.write()
+        elif event in self.SPAWNS:
+            self.write()
+        elif event == "exec":
+            code = args[0]
+            if isinstance(code, types.CodeType) and self.watch.is_target(code.co_filename):
+                self.unsafe = "the target module was executed before the mutant's file was written"
+
+    def write(self):
+        self.written = True  # first: the write below opens the file, an audited event
+        with open(self.watch.target, "w", encoding="utf-8", newline="") as file:
+            file.write(self.source)
+        # A distinct mtime per mutant: no bytecode cached for another one fits.
+        os.utime(self.watch.target, (self.mtime, self.mtime))
+
+
 class Pristine:
     """The live objects of the target module after collection, indexed by code object."""
 
@@ -161,6 +218,9 @@ class Pristine:
         self.watch = watch
         self.source = source
         self.trees = {}
+        # Compiled pristine statements by line range (`plan_region`), None where unusable.
+        self.regions = {}
+        self.imports = None
         for filename in sorted(watch.filenames):
             root = compile(source, filename, "exec", dont_inherit=True)
             self.trees[filename] = list(code_tree(root))
@@ -189,6 +249,9 @@ class Pristine:
 
     def plan(self, mutant_source):
         """The (function, new code) assignments that turn the loaded module into the mutant."""
+        swaps = self.plan_region(mutant_source)
+        if swaps is not None:
+            return swaps
         swaps = []
         for filename, tree in self.trees.items():
             try:
@@ -197,6 +260,96 @@ class Pristine:
                 raise Unsafe(f"the mutant does not compile: {error}")
             self.pair(tree[0][1], root, False, swaps)
         return swaps
+
+    def plan_region(self, mutant_source):
+        """`plan` by compiling only the top-level statement the mutant changes (a module of
+        a thousand lines takes milliseconds to compile), or None when that is not certainly
+        the same: the whole module is compiled then. It is when the mutant changes lines of
+        one top-level statement, keeps every line number, the statement compiled alone gives
+        exactly the pristine module's code objects for it, and the mutant's statement does at
+        module level exactly what the pristine one does."""
+        if len(self.trees) != 1:
+            return None
+        old_lines = self.source.splitlines(keepends=True)
+        new_lines = mutant_source.splitlines(keepends=True)
+        if len(old_lines) != len(new_lines):
+            return None
+        changed = [i for i, (a, b) in enumerate(zip(old_lines, new_lines)) if a != b]
+        if not changed:
+            return None
+        region = self.region(old_lines, changed[0], changed[-1])
+        if region is None:
+            return None
+        start, end = region
+        (filename, tree), = self.trees.items()
+        root = tree[0][1]
+        flags = root.co_flags & FUTURE_FLAGS
+
+        if self.imports is None:
+            self.imports = imported_names(self.source, filename)
+        # The compiler reads `x.f()` differently where `x` is a module-level import, so the
+        # first padding line binds the module's imported names the same way.
+        padding = ["\n"] * start
+        if self.imports and start:
+            padding[0] = "import " + ", ".join(self.imports) + "\n"
+
+        def compile_region(lines):
+            text = "".join(padding) + "".join(lines[start:end])
+            return compile(text, filename, "exec", flags, dont_inherit=True)
+
+        key = (start, end)
+        if key not in self.regions:
+            try:
+                old_region = compile_region(old_lines)
+            except SyntaxError:
+                old_region = None
+            full = [c for c in root.co_consts if isinstance(c, types.CodeType)]
+            kids = [c for c in (old_region.co_consts if old_region else ()) if isinstance(c, types.CodeType)]
+            # Each code object of the statement must be the whole module's, exactly.
+            if old_region is None or not all(any(k == c for c in full) for k in kids):
+                old_region = None
+            self.regions[key] = old_region
+        old_region = self.regions[key]
+        if old_region is None:
+            return None
+        try:
+            new_region = compile_region(new_lines)
+        except SyntaxError:
+            return None
+        old_kids = [c for c in old_region.co_consts if isinstance(c, types.CodeType)]
+        new_kids = [c for c in new_region.co_consts if isinstance(c, types.CodeType)]
+        if shallow(old_region) != shallow(new_region) or [qualname(c) for c in old_kids] != [
+            qualname(c) for c in new_kids
+        ]:
+            return None
+        swaps = []
+        for old_kid, new_kid in zip(old_kids, new_kids):
+            self.pair(old_kid, new_kid, False, swaps)
+        return swaps
+
+    @staticmethod
+    def region(lines, first, last):
+        """The 0-based [start, end) line range of the top-level statement holding lines
+        `first` to `last` (decorators included), found from indentation; `plan_region` checks
+        it by compiling."""
+
+        def opens_statement(line):
+            return line[:1] not in ("", " ", "\t", "\n", "\r", "#", ")", "]", "}")
+
+        start = first
+        while start > 0 and not opens_statement(lines[start]):
+            start -= 1
+        if not opens_statement(lines[start]):
+            return None
+        while start > 0 and lines[start - 1].startswith("@"):
+            start -= 1
+        end = last + 1
+        while end < len(lines) and not opens_statement(lines[end]):
+            end += 1
+        # Not the decorators of the next statement.
+        while end - 1 > last and lines[end - 1].startswith("@"):
+            end -= 1
+        return start, end
 
     def pair(self, old, new, made_by_swapped, swaps):
         """Matches one pristine code object with the mutant's; `made_by_swapped` says whether a
@@ -244,6 +397,40 @@ class Pristine:
             raise Unsafe(f"a suspended generator of {qualname(code)} exists")
 
 
+def future_flags():
+    """The compiler flags of every `from __future__ import`; `__future__` leaves sys.modules
+    as it found it."""
+    loaded = "__future__" in sys.modules
+    import __future__
+
+    if not loaded:
+        del sys.modules["__future__"]
+    return sum(getattr(__future__, name).compiler_flag for name in __future__.all_feature_names)
+
+
+FUTURE_FLAGS = future_flags()
+
+
+def imported_names(source, filename):
+    """The module-level names of `source` that an import binds; symtable leaves sys.modules
+    as it found it."""
+    before = set(sys.modules)
+    try:
+        import symtable
+
+        table = symtable.symtable(source, filename, "exec")
+        return sorted(
+            symbol.get_name()
+            for symbol in table.get_symbols()
+            if symbol.is_imported() and symbol.get_name().isidentifier()
+        )
+    except Exception:
+        return []
+    finally:
+        for name in set(sys.modules) - before:
+            del sys.modules[name]
+
+
 class Unsafe(Exception):
     """The fast path cannot decide this mutant exactly; the slow path must."""
 
@@ -256,6 +443,12 @@ def make_plugin(pytest, spec, watch, out):
         def __init__(self):
             self.failure = None
             self.unreaped = []
+            # Memory the control child wrote up to the end of its first test, as (address,
+            # length) runs: each mutant's child copies it in (`prefault`) while it waits, off
+            # the time of the run.
+            self.pages = []
+            self.maps = None
+            self.populate = None
 
         def reap(self, block):
             for pid in list(self.unreaped):
@@ -287,6 +480,9 @@ def make_plugin(pytest, spec, watch, out):
             for index, item in enumerate(items):
                 nextitem = items[index + 1] if index + 1 < len(items) else None
                 item.config.hook.pytest_runtest_protocol(item=item, nextitem=nextitem)
+                if index == 0 and self.maps:
+                    # Every child runs the first test; not every one runs the others.
+                    self.pages = written_pages(self.maps)
                 if self.failure:
                     return {"outcome": "killed", "reason": f"{self.failure} failed"}
                 if session.shouldfail or session.shouldstop:
@@ -302,17 +498,21 @@ def make_plugin(pytest, spec, watch, out):
                 raise Unsafe(f"the session would exit with status {int(session.exitstatus)}")
             return {"outcome": "survived", "reason": "every test passed or was skipped"}
 
-        def child(self, session, source, swaps, mtime, timeout):
-            """Forks, runs the items with the mutant in place, returns its outcome."""
+        def spawn(self, session, source, swaps, mtime):
+            """Forks the child of one mutant (`source` None: the pristine control). It swaps
+            the code in, then waits for `go` before it runs the items, so that its fork and
+            preparation overlap the previous child's tests; one child runs tests at a time."""
             self.reap(block=False)
             sys.stdout.flush()
             sys.stderr.flush()
             read_end, write_end = os.pipe()
+            go_read, go_write = os.pipe()
             pid = os.fork()
             if pid == 0:
                 status = 0
                 try:
                     os.close(read_end)
+                    os.close(go_write)
                     os.close(out.fileno())
                     os.setpgid(0, 0)
                     try:
@@ -320,17 +520,24 @@ def make_plugin(pytest, spec, watch, out):
                             adj.write("1000")  # the memory limit should end the child first
                     except OSError:
                         pass
-                    if source is not None:
-                        with open(target, "w", encoding="utf-8", newline="") as file:
-                            file.write(source)
-                        # A distinct mtime per mutant: no bytecode cached for another one fits.
-                        os.utime(target, (mtime, mtime))
-                        linecache.clearcache()
                     for function, code in swaps:
                         function.__code__ = code
                     for item in session.items:
                         item._repr_failure_py = short_failure
+                    for filename in watch.filenames:
+                        linecache.cache.pop(filename, None)
+                    lazy = LazyFile(watch, source, mtime) if source is not None else None
+                    self.maps = writable_maps() if source is None else None
+                    prefault(self.populate, self.pages)
+                    if not os.read(go_read, 1):
+                        os._exit(0)  # the runner is gone
+                    os.close(go_read)
+                    watch.lazy = lazy
                     result = self.run_items(session)
+                    if self.maps:
+                        result["pages"] = self.pages
+                    if lazy is not None and lazy.unsafe:
+                        result = {"outcome": "slow", "reason": lazy.unsafe}
                 except Unsafe as error:
                     result = {"outcome": "slow", "reason": str(error)}
                 except BaseException as error:
@@ -340,8 +547,14 @@ def make_plugin(pytest, spec, watch, out):
                 finally:
                     os._exit(status)
             os.close(write_end)
-            started = time.monotonic()
-            data, how = wait_report(pid, read_end, started + timeout)
+            os.close(go_read)
+            return Pending(pid, read_end, go_write)
+
+        def finish(self, pending, timeout):
+            """Waits for the report of a child that was told to go, kills it, returns its
+            outcome."""
+            pid, read_end = pending.pid, pending.read_end
+            data, how = wait_report(pid, read_end, pending.started + timeout)
             os.close(read_end)
             # The report is the child's last act before os._exit: past it, only its exit (the
             # kernel freeing its memory) and whatever the tests left running remain. Both are
@@ -350,7 +563,7 @@ def make_plugin(pytest, spec, watch, out):
                 os.killpg(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            seconds = time.monotonic() - started
+            seconds = time.monotonic() - pending.started
             lines = data.decode(errors="replace").strip().splitlines()
             if how == "report":
                 self.unreaped.append(pid)
@@ -372,6 +585,15 @@ def make_plugin(pytest, spec, watch, out):
             result["seconds"] = round(seconds, 6)
             return result
 
+        def prepare(self, session, pristine, mutant, mtime):
+            """Compiles and matches one mutant and forks its waiting child; a Pending, or the
+            outcome of a mutant the fast path cannot run."""
+            try:
+                swaps = pristine.plan(mutant["source"])
+            except Unsafe as error:
+                return {"outcome": "slow", "reason": str(error)}
+            return self.spawn(session, mutant["source"], swaps, mtime)
+
         def mutants(self, session):
             if session.testsfailed:
                 raise Unsafe("the test file has collection errors")
@@ -385,6 +607,7 @@ def make_plugin(pytest, spec, watch, out):
                 pristine_source = file.read()
             pristine = Pristine(watch, pristine_source)
             warm_up()
+            self.populate = populate_function()
             # Keep the collector away from the parent's objects in the children: a collection
             # there would write to every page of the heap (copy-on-write) for nothing, since
             # those objects are alive in the parent anyway.
@@ -392,27 +615,51 @@ def make_plugin(pytest, spec, watch, out):
             timeout = budget - (time.monotonic() - STARTED)
             if timeout <= 0:
                 raise Unsafe("the test timeout was spent before the first test")
-            control = self.child(session, None, [], 0, timeout)
+            control = self.finish(self.spawn(session, None, [], 0).go(), timeout)
+            self.pages = control.pop("pages", None) or []
             emit(out, {"control": control})
             if control["outcome"] != "survived":
                 raise Unsafe(f"the pristine code does not survive in a child: {control['reason']}")
             base = int(time.time()) + 2
-            for index, mutant in enumerate(spec["mutants"]):
-                started = time.monotonic()
-                try:
-                    swaps = pristine.plan(mutant["source"])
-                    mtime = base + 2 * index
-                    result = self.child(session, mutant["source"], swaps, mtime, timeout)
-                except Unsafe as error:
-                    result = {"outcome": "slow", "reason": str(error)}
-                # The mutant's whole cost here: compiling and matching it, the child.
-                result["seconds"] = round(time.monotonic() - started, 6)
+            mutants = spec["mutants"]
+            last = time.monotonic()
+            ready = self.prepare(session, pristine, mutants[0], base) if mutants else None
+            for index, mutant in enumerate(mutants):
+                current = ready.go() if isinstance(ready, Pending) else ready
+                # The next mutant is compiled, matched and forked while this one's tests run.
+                if index + 1 < len(mutants):
+                    ready = self.prepare(session, pristine, mutants[index + 1], base + 2 * index + 2)
+                result = self.finish(current, timeout) if isinstance(current, Pending) else current
+                # The mutant's cost here: the time between two reports (so the costs add up to
+                # the whole loop), its compiling, matching and fork overlapping the one before.
+                now = time.monotonic()
+                result["seconds"] = round(now - last, 6)
+                last = now
                 emit(out, {"id": mutant["id"], **result})
             self.reap(block=True)
             with open(target, "w", encoding="utf-8", newline="") as file:
                 file.write(pristine_source)
 
     return Plugin()
+
+
+class Pending:
+    """A forked child waiting for `go`."""
+
+    def __init__(self, pid, read_end, go_write):
+        self.pid = pid
+        self.read_end = read_end
+        self.go_write = go_write
+        self.started = None
+
+    def go(self):
+        self.started = time.monotonic()
+        try:
+            os.write(self.go_write, b"g")
+        except OSError:
+            pass  # the child is already gone: its report (none) says so
+        os.close(self.go_write)
+        return self
 
 
 def wait_report(pid, read_end, deadline):
@@ -465,6 +712,85 @@ def warm_up():
         bin_xml_escape("")
     except Exception:
         pass
+
+
+MADV_POPULATE_WRITE = 23
+
+
+def populate_function():
+    """libc's madvise, for `prefault`, or None. The modules ctypes imports are taken out of
+    sys.modules again, so the tests see the module table a plain pytest would have."""
+    before = set(sys.modules)
+    try:
+        import ctypes
+
+        madvise = ctypes.CDLL(None, use_errno=True).madvise
+        madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        madvise.restype = ctypes.c_int
+        return madvise
+    except Exception:
+        return None
+    finally:
+        for name in set(sys.modules) - before:
+            del sys.modules[name]
+
+
+def writable_maps():
+    """The private writable mappings of this process, as (start, end) address pairs."""
+    ranges = []
+    try:
+        with open("/proc/self/maps", encoding="ascii") as maps:
+            for line in maps:
+                fields = line.split()
+                name = fields[5] if len(fields) > 5 else ""
+                if fields[1].startswith("rw") and fields[1][3] == "p" and not name.startswith("[v"):
+                    start, end = (int(x, 16) for x in fields[0].split("-"))
+                    ranges.append((start, end))
+    except (OSError, ValueError, IndexError):
+        return []
+    return ranges
+
+
+def written_pages(ranges):
+    """The runs of pages of `ranges` this process has written since its fork (present and
+    mapped by it alone, per /proc/self/pagemap), as [address, length] pairs."""
+    page = os.sysconf("SC_PAGE_SIZE")
+    runs = []
+    try:
+        fd = os.open("/proc/self/pagemap", os.O_RDONLY)
+    except OSError:
+        return []
+    try:
+        for low, high in ranges:
+            count = (high - low) // page
+            entries = memoryview(os.pread(fd, 8 * count, low // page * 8)).cast("Q")
+            start = None
+            for index, entry in enumerate(entries):
+                if entry >> 63 & 1 and entry >> 56 & 1:
+                    if start is None:
+                        start = index
+                elif start is not None:
+                    runs.append([low + start * page, (index - start) * page])
+                    start = None
+            if start is not None:
+                runs.append([low + start * page, (len(entries) - start) * page])
+    except (OSError, ValueError, TypeError):
+        return []
+    finally:
+        os.close(fd)
+    return runs
+
+
+def prefault(madvise, runs):
+    """Copies in the pages a test run will write (the control child's), so that the child does
+    not take those copy-on-write faults one by one while its tests run. Changes no byte of
+    memory, only when the copies are made; best effort."""
+    if madvise is None:
+        return
+    for address, length in runs:
+        if madvise(address, length, MADV_POPULATE_WRITE) != 0:
+            if address == runs[0][0]:
+                return  # not supported here: the first call says so
 
 
 def short_failure(excinfo, style=None):

@@ -9,6 +9,7 @@ pub mod error;
 pub mod instance;
 pub mod mutants;
 pub mod patch;
+pub mod sentinel;
 pub mod store;
 pub mod swebench;
 pub mod verify;

@@ -51,7 +51,8 @@ pub struct FastRun {
     pub control_seconds: Option<f64>,
     /// Seconds of the whole runner process, as the sandbox measured it.
     pub wall_seconds: f64,
-    /// Seconds each mutant cost the runner (compiling and matching it, the child, the reap).
+    /// Seconds each mutant added to the runner: from the previous report to its own (its
+    /// compiling, matching and fork overlap the previous mutant's tests).
     pub seconds: BTreeMap<String, f64>,
 }
 

@@ -57,6 +57,10 @@ pub struct Details {
     /// Mutants the fast unit-test reward left to the slow path, each with the reason.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub slow_mutants: Vec<String>,
+    /// The unit-test reward's sentinel (`crate::sentinel`): `survived`, `killed`, or why there
+    /// was none.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub sentinel: Option<String>,
     /// Exit codes of a reproduction script on the buggy and on the fixed code.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub script_exit_before: Option<i32>,
@@ -277,7 +281,7 @@ impl Grader {
                 self.grade_test_generation(
                     instance,
                     answer,
-                    &target.file,
+                    target,
                     grade_path,
                     mutants,
                     harness.as_ref(),
@@ -337,12 +341,13 @@ impl Grader {
         &self,
         instance: &Instance,
         answer: &Answer,
-        target_file: &str,
+        target: &crate::instance::TargetFunction,
         grade_path: &str,
         mutants: &[crate::instance::Mutant],
         harness: Option<&crate::instance::Harness>,
     ) -> Result<Verdict> {
         let project = self.project(instance)?;
+        let target_file = target.file.as_str();
         let Some(path) = submitted_path(&answer.submission) else {
             return Ok(Verdict::new(
                 0.0,
@@ -371,6 +376,11 @@ impl Grader {
                 Selection::Prefixes(vec![harness.test_prefix.clone()]),
             ),
         };
+        // The sentinel is graded as one more mutant, both ways, and must survive.
+        let (graded, sentinel_note) = match self.sentinel(project, target, harness) {
+            Ok(sentinel) => ([mutants, &[sentinel]].concat(), None),
+            Err(reason) => (mutants.to_vec(), Some(format!("none: {reason}"))),
+        };
         // The mutant runner starts with the pristine run (it needs nothing from it); its
         // outcomes are dropped if the file does not pass on the original code.
         let fast_run = async {
@@ -386,7 +396,7 @@ impl Grader {
                 &episode,
                 target_file,
                 grade_path,
-                mutants,
+                &graded,
                 self.test_timeout,
             )
             .await;
@@ -437,7 +447,8 @@ impl Grader {
         let fast: Option<crate::mutants::FastRun> = fast?;
         let mut survived = Vec::new();
         let mut slow_mutants = Vec::new();
-        for mutant in mutants {
+        let mut sentinel_survived = None;
+        for mutant in &graded {
             let fast_outcome = fast
                 .as_ref()
                 .map(|f| (f.outcomes.get(&mutant.id), &f.fatal));
@@ -459,7 +470,9 @@ impl Grader {
                     survives_mutant(&run)
                 }
             };
-            if survives {
+            if mutant.id == crate::sentinel::SENTINEL_ID {
+                sentinel_survived = Some(survives);
+            } else if survives {
                 survived.push(mutant.id.clone());
             }
         }
@@ -473,9 +486,18 @@ impl Grader {
             mutation_score: Some(score),
             survived_mutants: survived.clone(),
             slow_mutants,
+            sentinel: sentinel_note.or(sentinel_survived
+                .map(|survived| if survived { "survived" } else { "killed" }.to_string())),
             ..Details::default()
         };
-        Ok(if survived.is_empty() && !mutants.is_empty() {
+        Ok(if sentinel_survived == Some(false) {
+            Verdict::new(
+                0.0,
+                "the tests depend on the function's source text, not its behaviour: they fail on \
+                 a rewrite of it that behaves exactly the same",
+                details,
+            )
+        } else if survived.is_empty() && !mutants.is_empty() {
             Verdict::new(
                 1.0,
                 format!(
@@ -491,6 +513,32 @@ impl Grader {
                 details,
             )
         })
+    }
+
+    /// The sentinel mutant of `target` (`crate::sentinel`), made from the pristine snapshot's
+    /// copy of its file, or why there is none.
+    /// With a harness, its copy of the file (the test module declared) is the one mutated, as
+    /// every mutant's is.
+    fn sentinel(
+        &self,
+        project: &GradedProject,
+        target: &crate::instance::TargetFunction,
+        harness: Option<&crate::instance::Harness>,
+    ) -> std::result::Result<crate::instance::Mutant, String> {
+        let language = match project.runner.prepared().spec.ecosystem {
+            Ecosystem::Pypi => mutate::Language::Python,
+            Ecosystem::Crates => mutate::Language::Rust,
+        };
+        let wired = harness.and_then(|h| h.edits.0.get(&target.file).cloned().flatten());
+        let source = match wired {
+            Some(source) => source,
+            None => {
+                let path = project.snapshot.path.join(&target.file);
+                std::fs::read_to_string(&path)
+                    .map_err(|error| format!("reading {}: {error}", path.display()))?
+            }
+        };
+        crate::sentinel::sentinel_mutant(language, &source, target)
     }
 
     async fn run_script(

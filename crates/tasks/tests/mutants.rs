@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use corpus::{Ecosystem, Environment, InstallMode, Prepared, ProjectSpec};
 use sandbox::{Isolation, Limits, Sandbox, SandboxConfig, SnapshotStore};
+use sha2::Digest as _;
 use tasks::{
     Answer, BugRef, FileEdits, GradedProject, Grader, Instance, Mutant, ProjectRef, TargetFunction,
     Task,
@@ -26,6 +27,7 @@ use testrun::TestRunner;
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/mutants");
 const TARGET: &str = "src/shapes/geo.py";
 const GRADE_PATH: &str = "tests/test_atomskill_geo.py";
+const SENTINEL: &str = tasks::sentinel::SENTINEL_ID;
 
 /// (id, text in geo.py, its replacement). Each text occurs exactly once.
 const MUTANTS: &[(&str, &str, &str)] = &[
@@ -188,7 +190,7 @@ async fn check(
     expected_reward: f64,
     expected_survivors: &[&str],
     expected_slow: &[&str],
-) {
+) -> tasks::Verdict {
     let answer = Answer {
         submission: serde_json::json!({"path": "tests/test_mine.py"}),
         files: FileEdits::new().write("tests/test_mine.py", answer),
@@ -218,6 +220,24 @@ async fn check(
         .collect();
     assert_eq!(fell_back, expected_slow, "{context}");
     assert!(slow.details.slow_mutants.is_empty());
+    assert_eq!(fast.details.sentinel, slow.details.sentinel, "{context}");
+    fast
+}
+
+/// The hex of `clamp.__code__.co_code` as the test virtualenv's Python compiles it.
+fn clamp_code(venv: &Path, tree: &Path) -> String {
+    let output = std::process::Command::new(venv.join("bin/python"))
+        .args([
+            "-c",
+            "import sys; sys.path.insert(0, 'src'); from shapes.geo import clamp; \
+             print(clamp.__code__.co_code.hex())",
+        ])
+        .current_dir(tree)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    String::from_utf8(output.stdout).unwrap().trim().to_string()
 }
 
 fn answer(name: &str) -> String {
@@ -262,6 +282,7 @@ async fn fast_and_slow_paths_kill_the_same_mutants() {
         "unit_zero",
     ];
     let killable = self::instance(&snapshot.id, &pristine, &killable);
+    let clamp_code = clamp_code(venv, &prepared.tree);
     // Short enough that the mutant that loops forever costs little, long enough for pytest to
     // start on a loaded machine.
     let mut grader = Grader::new(Arc::new(sandbox), Duration::from_secs(15));
@@ -312,13 +333,56 @@ async fn fast_and_slow_paths_kill_the_same_mutants() {
         &always_slow,
     )
     .await;
-    check(
+    // The gold file gets the top reward: the sentinel survives it.
+    let verdict = check(
         &mut grader,
         &killable,
         &answer("strong.py"),
         1.0,
         &[],
         &["adder"],
+    )
+    .await;
+    assert_eq!(verdict.details.sentinel.as_deref(), Some("survived"));
+    // Tests of the implementation's text kill every mutant, and the sentinel too: nothing.
+    let sha256 = sha2::Sha256::digest(pristine.as_bytes())
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect::<String>();
+    let hashing = format!(
+        "import hashlib\nimport pathlib\n\nimport shapes.geo\n\n\ndef test_source():\n    \
+         path = pathlib.Path(shapes.geo.__file__)\n    \
+         assert hashlib.sha256(path.read_bytes()).hexdigest() == {sha256:?}\n"
+    );
+    let by_code = format!(
+        "{}\n\ndef test_code():\n    assert clamp.__code__.co_code.hex() == {clamp_code:?}\n",
+        answer("strong.py")
+    );
+    for text in [hashing, by_code] {
+        let verdict = check(&mut grader, &killable, &text, 0.0, &[], &["adder"]).await;
+        assert_eq!(verdict.details.sentinel.as_deref(), Some("killed"));
+        assert!(verdict.reason.contains("source text"), "{verdict:?}");
+    }
+    // Only a subprocess runs the function: it must see the mutant's file (the fast path writes
+    // the file only when something may read it).
+    check(
+        &mut grader,
+        &killable,
+        "import subprocess\nimport sys\n\n\ndef test_in_a_subprocess():\n    \
+         code = 'from shapes import clamp; print(clamp(30, 0, 10), clamp(5, 0, 10))'\n    \
+         out = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)\n    \
+         assert out.stdout.split() == ['10', '5']\n",
+        0.0,
+        &[
+            "area_const",
+            "fib_base",
+            "adder",
+            "count_step",
+            "grow_guard",
+            "unit_zero",
+        ],
+        // The module is never imported in the runner: nothing to swap, nothing goes slow.
+        &[],
     )
     .await;
     // A skipped test and an xfail are not kills (the slow path used to count any non-pass).
@@ -376,6 +440,7 @@ async fn fast_and_slow_paths_kill_the_same_mutants() {
             "crash",
             "adder",
             "scale_module",
+            SENTINEL,
         ],
     )
     .await;
