@@ -9,6 +9,7 @@
 pub mod cache;
 pub mod chat;
 pub mod decoder;
+pub mod device;
 mod error;
 pub mod generate;
 pub mod init;
@@ -25,5 +26,6 @@ pub mod weights;
 
 pub use cache::KvCache;
 pub use candle_core::{DType, Device, Tensor};
+pub use device::{open_device, DeviceName};
 pub use error::{Error, Result};
 pub use model::{Arch, CausalLm};
