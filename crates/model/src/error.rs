@@ -33,6 +33,9 @@ pub enum Error {
     Tokenizer(String),
     #[error("chat template: {0}")]
     Template(String),
+    /// A device name that is not `cpu`, `cuda` or `cuda:N`, or a device that cannot be opened.
+    #[error("device {name}: {message}")]
+    Device { name: String, message: String },
 }
 
 /// The model crate's result type.

@@ -10,6 +10,7 @@ pub mod attention;
 pub mod cache;
 pub mod chat;
 pub mod decoder;
+pub mod device;
 mod error;
 pub mod generate;
 pub mod init;
@@ -27,5 +28,6 @@ pub mod weights;
 
 pub use cache::KvCache;
 pub use candle_core::{DType, Device, Tensor};
+pub use device::{open_device, DeviceName};
 pub use error::{Error, Result};
 pub use model::{Arch, CausalLm};

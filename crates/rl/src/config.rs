@@ -213,7 +213,7 @@ impl RunConfig {
         if !(r.top_p > 0.0 && r.top_p <= 1.0) {
             return Err(format!("rollout.top_p must be in (0, 1], got {}", r.top_p));
         }
-        if crate::run::device_ordinal(&self.device).is_none() {
+        if model::DeviceName::parse(&self.device).is_none() {
             return Err(format!(
                 "device must be cpu, cuda or cuda:N, got `{}`",
                 self.device

@@ -21,8 +21,9 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("device: {0}")]
-    Device(String),
+    /// The configured device cannot be opened (its message names the device).
+    #[error(transparent)]
+    Device(model::Error),
     #[error("weight sync: {0}")]
     Sync(String),
     #[error("the rollout workers stopped: {0}")]

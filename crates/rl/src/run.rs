@@ -144,29 +144,9 @@ impl Target {
     }
 }
 
-/// `None` for an unknown device name; `Some(None)` for the CPU, `Some(Some(n))` for GPU `n`.
-pub fn device_ordinal(name: &str) -> Option<Option<usize>> {
-    match name {
-        "cpu" => Some(None),
-        "cuda" => Some(Some(0)),
-        other => other
-            .strip_prefix("cuda:")
-            .and_then(|n| n.parse().ok())
-            .map(Some),
-    }
-}
-
 /// The device a config names.
 pub fn device_of(name: &str) -> Result<model::Device> {
-    match device_ordinal(name) {
-        Some(None) => Ok(model::Device::Cpu),
-        Some(Some(ordinal)) => {
-            model::Device::new_cuda(ordinal).map_err(|e| Error::Device(format!("{name}: {e}")))
-        }
-        None => Err(Error::Device(format!(
-            "unknown device `{name}` (expected cpu, cuda or cuda:N)"
-        ))),
-    }
+    model::open_device(name).map_err(Error::Device)
 }
 
 /// Whether a group's scored rewards differ.
