@@ -86,6 +86,35 @@ fn write(root: &Path, path: &str, text: &str) {
     std::fs::write(path, text).unwrap();
 }
 
+/// The spec of a project made on the spot (`name-version/`, code in `src/`, tests in `tests/`).
+fn local_spec(
+    (name, version, archive): (&str, &str, &str),
+    ecosystem: Ecosystem,
+    install: InstallMode,
+    test_command: &[&str],
+) -> ProjectSpec {
+    ProjectSpec {
+        name: name.into(),
+        ecosystem,
+        version: version.into(),
+        archive: archive.into(),
+        url: "file:///nonexistent".into(),
+        sha256: "0".repeat(64),
+        root: format!("{name}-{version}"),
+        requires_python: None,
+        source_dir: "src".into(),
+        packages: vec![name.into()],
+        tests: vec!["tests".into()],
+        test_deps: vec![],
+        install,
+        test_command: test_command.iter().map(|a| a.to_string()).collect(),
+        ignore: vec![],
+        deselect: vec![],
+        env: BTreeMap::new(),
+        measured: None,
+    }
+}
+
 /// The mini project, unpacked under `dir`, tested with the virtualenv in `ATOMSKILL_TEST_VENV`
 /// (a virtualenv with pytest; scripts/test makes it).
 pub fn mini_project(dir: &Path) -> Prepared {
@@ -100,21 +129,11 @@ pub fn mini_project(dir: &Path) -> Prepared {
     );
     write(&tree, "src/mini/core.py", MINI_CORE);
     write(&tree, "tests/test_core.py", MINI_TESTS);
-    let spec = ProjectSpec {
-        name: "mini".into(),
-        ecosystem: Ecosystem::Pypi,
-        version: "1.0".into(),
-        archive: "mini-1.0.tar.gz".into(),
-        url: "file:///nonexistent".into(),
-        sha256: "0".repeat(64),
-        root: "mini-1.0".into(),
-        requires_python: None,
-        source_dir: "src".into(),
-        packages: vec!["mini".into()],
-        tests: vec!["tests".into()],
-        test_deps: vec![],
-        install: InstallMode::Pythonpath,
-        test_command: [
+    let spec = local_spec(
+        ("mini", "1.0", "mini-1.0.tar.gz"),
+        Ecosystem::Pypi,
+        InstallMode::Pythonpath,
+        &[
             "python",
             "-m",
             "pytest",
@@ -122,14 +141,8 @@ pub fn mini_project(dir: &Path) -> Prepared {
             "no:cacheprovider",
             "-q",
             "tests",
-        ]
-        .map(String::from)
-        .to_vec(),
-        ignore: vec![],
-        deselect: vec![],
-        env: BTreeMap::new(),
-        measured: None,
-    };
+        ],
+    );
     let environment = Environment::Python { venv };
     let mut run_env: BTreeMap<String, String> =
         [("PYTHONDONTWRITEBYTECODE", "1"), ("PYTHONHASHSEED", "0")]
@@ -227,28 +240,12 @@ pub fn mini_crate(dir: &Path) -> Prepared {
     write(&tree, "src/lib.rs", MINI_CRATE_LIB);
     write(&tree, "src/stats.rs", MINI_CRATE_STATS);
     write(&tree, "tests/it.rs", MINI_CRATE_IT);
-    let spec = ProjectSpec {
-        name: "minirs".into(),
-        ecosystem: Ecosystem::Crates,
-        version: "1.0.0".into(),
-        archive: "minirs-1.0.0.crate".into(),
-        url: "file:///nonexistent".into(),
-        sha256: "0".repeat(64),
-        root: "minirs-1.0.0".into(),
-        requires_python: None,
-        source_dir: "src".into(),
-        packages: vec!["minirs".into()],
-        tests: vec!["tests".into()],
-        test_deps: vec![],
-        install: InstallMode::Cargo,
-        test_command: ["cargo", "test", "--offline", "--no-fail-fast"]
-            .map(String::from)
-            .to_vec(),
-        ignore: vec![],
-        deselect: vec![],
-        env: BTreeMap::new(),
-        measured: None,
-    };
+    let spec = local_spec(
+        ("minirs", "1.0.0", "minirs-1.0.0.crate"),
+        Ecosystem::Crates,
+        InstallMode::Cargo,
+        &["cargo", "test", "--offline", "--no-fail-fast"],
+    );
     let environment = corpus::env::prepare_cargo(&spec, &tree).expect("a Rust toolchain");
     let run_env = environment.run_env(&spec);
     Prepared {
