@@ -247,6 +247,7 @@ pub async fn run(home: &Path, args: QuickstartArgs) -> Result<ExitCode> {
             lora_rank: None,
             lora_alpha: 16.0,
             lora_targets: model::lora::TARGETS.iter().map(|t| t.to_string()).collect(),
+            bf16: false,
         };
         crate::train_cli::run_sft(sft)?;
         mark(&sft_dir)?;

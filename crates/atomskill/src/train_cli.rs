@@ -77,6 +77,10 @@ pub struct SftArgs {
         requires = "lora_rank"
     )]
     pub(crate) lora_targets: Vec<String>,
+    /// Mixed precision: f32 master weights and optimiser, forward and backward in bf16 (for
+    /// GPUs; not with --lora-rank yet).
+    #[arg(long, conflicts_with = "lora_rank")]
+    pub(crate) bf16: bool,
 }
 
 pub fn run_sft(args: SftArgs) -> Result<ExitCode> {
@@ -139,7 +143,11 @@ pub fn run_sft(args: SftArgs) -> Result<ExitCode> {
         max_grad_norm: (args.max_grad_norm > 0.0).then_some(args.max_grad_norm),
         micro_batch_tokens: args.micro_batch_tokens,
         max_seq_len: args.max_seq_len,
-        precision: Precision::F32,
+        precision: if args.bf16 {
+            Precision::Bf16
+        } else {
+            Precision::F32
+        },
         // The adapters' initial A derives from the run seed, like the data order.
         lora: args.lora_rank.map(|rank| LoraConfig {
             rank,

@@ -194,13 +194,27 @@ pub enum Precision {
     F32,
     /// For gradient checks.
     F64,
+    /// Mixed precision (for GPUs): f32 master weights (the variables, AdamW and checkpoints),
+    /// the forward and backward passes in bf16 on a copy cast from them at every micro-batch,
+    /// whose gradients flow back to the f32 variables; norms, softmax and log-probabilities
+    /// stay f32. Not with LoRA yet.
+    Bf16,
 }
 
 impl Precision {
+    /// The dtype of the variables, the optimiser state and the checkpoints.
     pub fn dtype(self) -> candle_core::DType {
         match self {
-            Precision::F32 => candle_core::DType::F32,
+            Precision::F32 | Precision::Bf16 => candle_core::DType::F32,
             Precision::F64 => candle_core::DType::F64,
+        }
+    }
+
+    /// The dtype the loss's forward and backward passes run in.
+    pub fn compute_dtype(self) -> candle_core::DType {
+        match self {
+            Precision::Bf16 => candle_core::DType::BF16,
+            other => other.dtype(),
         }
     }
 }
@@ -340,6 +354,11 @@ impl TrainConfig {
         }
         if let Some(lora) = &self.lora {
             lora.validate()?;
+            if self.precision == Precision::Bf16 {
+                return Err(Error::Config(
+                    "precision = \"bf16\" with lora is not supported yet: use f32".into(),
+                ));
+            }
         }
         Ok(())
     }

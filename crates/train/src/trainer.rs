@@ -429,6 +429,7 @@ impl Trainer {
         let mut out = vec![Vec::new(); sequences.len()];
         let lengths: Vec<usize> = sequences.iter().map(|s| s.tokens.len()).collect();
         let dtype = self.config.precision.dtype();
+        let bf16 = self.bf16_model()?;
         for indices in plan_micro_batches(&lengths, self.config.micro_batch_tokens) {
             let short: Vec<usize> = indices
                 .iter()
@@ -445,7 +446,7 @@ impl Trainer {
             let refs: Vec<&Sequence> = members.iter().map(|&i| &sequences[i]).collect();
             let batch = build_micro_batch(&refs, dtype, &self.device)?;
             let rows = token_log_probs(
-                &self.model,
+                bf16.as_ref().unwrap_or(&self.model),
                 &batch.tokens,
                 Some(&batch.attention_mask),
                 self.config.logprob_chunk,
@@ -531,6 +532,23 @@ impl Trainer {
         Ok(Gradients { grads, metrics })
     }
 
+    /// With `precision = "bf16"`: a bf16 copy of the model cast from the f32 variables (the
+    /// casts are part of the graph, so gradients reach the variables). None otherwise: the
+    /// model over the variables themselves is used.
+    fn bf16_model(&self) -> Result<Option<CausalLm>> {
+        if self.config.precision != crate::Precision::Bf16 {
+            return Ok(None);
+        }
+        let dtype = self.config.precision.compute_dtype();
+        let tensors: HashMap<String, Tensor> = self
+            .vars()
+            .into_iter()
+            .map(|(name, var)| Ok((name, var.as_tensor().to_dtype(dtype)?)))
+            .collect::<Result<_>>()?;
+        let vb = VarBuilder::from_tensors(tensors, dtype, &self.device);
+        Ok(Some(CausalLm::new(&self.model_config, vb)?))
+    }
+
     /// The loss of one micro-batch (normalised by the whole batch's `normaliser`).
     pub fn micro_batch_loss(
         &self,
@@ -539,12 +557,14 @@ impl Trainer {
         normaliser: f64,
     ) -> Result<(Tensor, LossSums)> {
         let chunk = self.config.logprob_chunk;
+        let bf16 = self.bf16_model()?;
         let logprobs = token_log_probs(
-            &self.model,
+            bf16.as_ref().unwrap_or(&self.model),
             &batch.tokens,
             Some(&batch.attention_mask),
             chunk,
-        )?;
+        )?
+        .to_dtype(self.config.precision.dtype())?;
         match objective {
             Objective::Sft => sft_loss(&logprobs, &batch.loss_mask, normaliser),
             Objective::PolicyGradient => {
