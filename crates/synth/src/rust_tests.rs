@@ -292,10 +292,11 @@ pub fn doc_tests(docs: &str) -> Vec<DocTest> {
 
 /// One doc test as a `#[test]` function named `name`.
 fn doc_test_function(test: &DocTest, name: &str, crate_name: &str) -> Option<String> {
-    let code = as_internal(&test.code, crate_name);
+    // Inner attributes (`#![...]`) apply to rustdoc's whole generated crate: no equivalent.
     if test.code.contains("#![") {
         return None;
     }
+    let code = as_internal(&test.code, crate_name);
     let attribute = if test.should_panic {
         "#[test]\n#[should_panic]"
     } else {

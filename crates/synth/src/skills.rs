@@ -540,11 +540,7 @@ pub fn test_generation(state: &ProjectState, bugs: &[&Bug]) -> Option<Instance> 
     let grade_path = format!("{dir}test_atomskill_{short}.py");
     let mutants: Vec<Mutant> = killed
         .iter()
-        .map(|bug| Mutant {
-            id: bug.bug_id.clone(),
-            description: bug.description(),
-            edits: FileEdits::new().write(bug.file.clone(), bug.buggy.clone()),
-        })
+        .map(|bug| mutant_of(bug, bug.buggy.clone()))
         .collect();
     let all_f2p: Vec<String> = killed.iter().flat_map(|b| b.fail_to_pass.clone()).collect();
     let mut setup = FileEdits::new();
@@ -553,36 +549,81 @@ pub fn test_generation(state: &ProjectState, bugs: &[&Bug]) -> Option<Instance> 
     }
     let module = module_path(spec, &first.file);
     let name = function_name.split('.').next().unwrap_or(&function_name);
-    let mut inst = instance(
+    let mut inst = test_generation_instance(
         state,
         first,
-        Skill::TestGeneration,
-        setup,
-        Task::TestGeneration {
-            target: TargetFunction {
-                file: first.file.clone(),
-                qualname: function_name.clone(),
-                signature: function.signature.clone(),
-                docstring: function.docstring.clone(),
-                line: function.start_line,
-                import_hint: format!("from {module} import {name}"),
-            },
+        function,
+        TestGenParts {
+            setup,
+            import_hint: format!("from {module} import {name}"),
             grade_path,
             mutants,
             gold_test,
             harness: None,
+            short,
+        },
+    );
+    inst.extra
+        .insert("gold_test_file".into(), serde_json::json!(gold_file));
+    Some(inst)
+}
+
+/// A kept bug as a mutant whose file reads `content`.
+fn mutant_of(bug: &Bug, content: String) -> Mutant {
+    Mutant {
+        id: bug.bug_id.clone(),
+        description: bug.description(),
+        edits: FileEdits::new().write(bug.file.clone(), content),
+    }
+}
+
+/// What differs between the Python and the Rust test-generation instance.
+struct TestGenParts {
+    setup: FileEdits,
+    import_hint: String,
+    grade_path: String,
+    mutants: Vec<Mutant>,
+    gold_test: String,
+    harness: Option<tasks::Harness>,
+    /// The function's name in the instance id.
+    short: String,
+}
+
+fn test_generation_instance(
+    state: &ProjectState,
+    first: &Bug,
+    function: &mutate::Function,
+    parts: TestGenParts,
+) -> Instance {
+    let spec = state.spec();
+    let mut inst = instance(
+        state,
+        first,
+        Skill::TestGeneration,
+        parts.setup,
+        Task::TestGeneration {
+            target: TargetFunction {
+                file: first.file.clone(),
+                qualname: function.qualname.clone(),
+                signature: function.signature.clone(),
+                docstring: function.docstring.clone(),
+                line: function.start_line,
+                import_hint: parts.import_hint,
+            },
+            grade_path: parts.grade_path,
+            mutants: parts.mutants,
+            gold_test: parts.gold_test,
+            harness: parts.harness,
         },
     );
     inst.instance_id = format!(
         "{}-{}.{}.{}",
         spec.name,
         spec.version,
-        short,
+        parts.short,
         Skill::TestGeneration.name()
     );
-    inst.extra
-        .insert("gold_test_file".into(), serde_json::json!(gold_file));
-    Some(inst)
+    inst
 }
 
 /// [`test_generation`] for a crate: the generated file is a unit-test module beside the target
@@ -625,11 +666,7 @@ fn rust_test_generation(state: &ProjectState, bugs: &[&Bug]) -> Option<Instance>
     };
     let mutants: Vec<Mutant> = killed
         .iter()
-        .map(|bug| Mutant {
-            id: bug.bug_id.clone(),
-            description: bug.description(),
-            edits: FileEdits::new().write(bug.file.clone(), rust_tests::wired(&bug.buggy)),
-        })
+        .map(|bug| mutant_of(bug, rust_tests::wired(&bug.buggy)))
         .collect();
     // The agent starts from the declared, empty test module, with the crate's own tests that
     // make up the gold file taken out (integration files deleted, inline modules cut).
@@ -659,33 +696,19 @@ fn rust_test_generation(state: &ProjectState, bugs: &[&Bug]) -> Option<Instance>
             first.file
         ),
     );
-    let short = function_name.replace("::", "_").to_lowercase();
-    let mut inst = instance(
+    let mut inst = test_generation_instance(
         state,
         first,
-        Skill::TestGeneration,
-        setup,
-        Task::TestGeneration {
-            target: TargetFunction {
-                file: first.file.clone(),
-                qualname: function_name.clone(),
-                signature: function.signature.clone(),
-                docstring: function.docstring.clone(),
-                line: function.start_line,
-                import_hint: "use super::*;".to_string(),
-            },
-            grade_path: grade_path.clone(),
+        function,
+        TestGenParts {
+            setup,
+            import_hint: "use super::*;".to_string(),
+            grade_path,
             mutants,
             gold_test: gold.text,
             harness: Some(harness),
+            short: function_name.replace("::", "_").to_lowercase(),
         },
-    );
-    inst.instance_id = format!(
-        "{}-{}.{}.{}",
-        spec.name,
-        spec.version,
-        short,
-        Skill::TestGeneration.name()
     );
     inst.extra.insert(
         "gold_tests".into(),

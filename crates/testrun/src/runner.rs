@@ -298,7 +298,13 @@ impl TestRunner {
             ));
         }
         if spec.ecosystem == Ecosystem::Crates {
-            parsed.statuses.retain(|id, _| selection.contains(id));
+            match selection {
+                Selection::Ids(ids) => {
+                    let wanted: std::collections::BTreeSet<&String> = ids.iter().collect();
+                    parsed.statuses.retain(|id, _| wanted.contains(id));
+                }
+                _ => parsed.statuses.retain(|id, _| selection.contains(id)),
+            }
         }
         Ok(TestRun {
             statuses: parsed.statuses,

@@ -506,12 +506,15 @@ impl Trainer {
         metrics.n_micro_batches = plan.len();
         let mut sums = LossSums::default();
         let dtype = self.config.precision.dtype();
+        // One bf16 copy for the whole step: each micro-batch's backward runs through its casts.
+        let bf16 = self.bf16_model()?;
+        let model = bf16.as_ref().unwrap_or(&self.model);
         for indices in &plan {
             let members: Vec<&Sequence> = indices.iter().map(|&i| &kept[i]).collect();
             let batch = build_micro_batch(&members, dtype, &self.device)?;
             metrics.n_real_tokens += batch.n_real_tokens;
             metrics.n_padded_tokens += batch.tokens.elem_count();
-            let (loss, micro_sums) = self.micro_batch_loss(&batch, objective, n_global as f64)?;
+            let (loss, micro_sums) = self.loss_with(model, &batch, objective, n_global as f64)?;
             metrics.loss += loss.to_dtype(candle_core::DType::F64)?.to_scalar::<f64>()?;
             sums.add(&micro_sums);
             let store = loss.backward()?;
@@ -556,15 +559,26 @@ impl Trainer {
         objective: Objective,
         normaliser: f64,
     ) -> Result<(Tensor, LossSums)> {
-        let chunk = self.config.logprob_chunk;
         let bf16 = self.bf16_model()?;
-        let logprobs = token_log_probs(
+        self.loss_with(
             bf16.as_ref().unwrap_or(&self.model),
-            &batch.tokens,
-            Some(&batch.attention_mask),
-            chunk,
-        )?
-        .to_dtype(self.config.precision.dtype())?;
+            batch,
+            objective,
+            normaliser,
+        )
+    }
+
+    /// [`Trainer::micro_batch_loss`] with the model the forward pass runs on.
+    fn loss_with(
+        &self,
+        model: &CausalLm,
+        batch: &MicroBatch,
+        objective: Objective,
+        normaliser: f64,
+    ) -> Result<(Tensor, LossSums)> {
+        let chunk = self.config.logprob_chunk;
+        let logprobs = token_log_probs(model, &batch.tokens, Some(&batch.attention_mask), chunk)?
+            .to_dtype(self.config.precision.dtype())?;
         match objective {
             Objective::Sft => sft_loss(&logprobs, &batch.loss_mask, normaliser),
             Objective::PolicyGradient => {
