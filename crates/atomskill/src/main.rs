@@ -316,6 +316,35 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
+/// glibc's allocator serves every block above its mmap threshold (128 KiB at first) with a
+/// fresh mapping and unmaps it on free, so each activation-sized tensor of a training step came
+/// back as zeroed pages faulted in one by one: 10-20% of a small model's step on this machine
+/// (more with LoRA, whose step allocates more such tensors). Blocks up to 32 MiB now come from
+/// the heap, and freed memory is kept for the next step instead of being returned at once; the
+/// peak resident memory is unchanged (`bench train --side`, BENCHMARKS.md). glibc's own
+/// settings stay when the user set any `MALLOC_*` variable or `GLIBC_TUNABLES`, or
+/// `ATOMSKILL_MALLOC=default` (how the benchmarks measure the difference).
+fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        let user_set = std::env::vars_os().any(|(name, value)| {
+            name.to_str().is_some_and(|n| {
+                n.starts_with("MALLOC_")
+                    || n == "GLIBC_TUNABLES"
+                    || (n == "ATOMSKILL_MALLOC" && value == "default")
+            })
+        });
+        if !user_set {
+            // SAFETY: mallopt only changes allocator parameters; called before any thread
+            // exists.
+            unsafe {
+                libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+                libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+            }
+        }
+    }
+}
+
 fn main() -> ExitCode {
     // candle's CPU thread settings, set once before any thread exists, unless given: it parses
     // /proc/cpuinfo on every matmul to count cores unless RAYON_NUM_THREADS is set (~15% of a
@@ -329,6 +358,7 @@ fn main() -> ExitCode {
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
+    keep_freed_memory();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("ATOMSKILL_LOG")

@@ -1,9 +1,9 @@
 //! Building blocks of the decoder written only with candle ops that have a backward: a linear
 //! layer as a 2-D matmul, RMSNorm, softmax, rotary embeddings and grouped-query attention.
 //!
-//! A linear layer may carry a LoRA adapter (`crate::lora`): the weight it multiplies by becomes
-//! `W + s·B A` (a matmul, an affine and an add, all differentiable), while the base weight can
-//! stay a plain tensor that is never updated.
+//! A linear layer may carry a LoRA adapter (`crate::lora`): it adds `s·(x Aᵀ) Bᵀ` to `x Wᵀ`,
+//! while the base weight stays a plain tensor that is never updated and gets no gradient
+//! (`crate::frozen`).
 //!
 //! Never call candle-nn's fused ops (`rms_norm`, `softmax_last_dim`, `rope`, sdpa) here: they
 //! have no backward and silently cut the autograd graph the trainer differentiates through.
@@ -149,16 +149,20 @@ impl Linear {
         let rows: usize = lead.iter().product();
         // A contiguous left operand keeps the CPU matmul on its fast path.
         let x2 = x.reshape((rows, in_dim))?.contiguous()?;
-        // With an adapter, `x (W + s·B A)ᵀ` = `x Wᵀ + s·(x Aᵀ) Bᵀ`, merged inside the graph: candle's
-        // matmul backward computes the gradient of its weight operand even when that is a frozen
-        // tensor, so the low-rank path applied to the activations would add its own work and
-        // activations on top of a base-weight gradient computed anyway; merged, that gradient is
-        // the one A and B's gradients are made from (`bench train --lora-rank`, BENCHMARKS.md).
-        let weight = match &self.adapter {
-            Some(ad) => (&self.weight + ad.b.matmul(&ad.a)?.affine(ad.scale, 0.0)?)?,
-            None => self.weight.clone(),
+        // A weight that is not trained (a LoRA base, or any plain tensor) gets no gradient:
+        // `matmul_frozen` skips the weight-sized `gradᵀ x` that candle's matmul backward always
+        // computes. The adapter then runs on the activations, `x Wᵀ + s·(x Aᵀ) Bᵀ`, so its
+        // gradients come from rank-sized products (`bench train --lora-rank`, BENCHMARKS.md).
+        let mut y = if self.weight.track_op() {
+            x2.matmul(&self.weight.t()?)?
+        } else {
+            crate::frozen::matmul_frozen(&x2, &self.weight)?
         };
-        let mut y = x2.matmul(&weight.t()?)?;
+        if let Some(ad) = &self.adapter {
+            // The scale goes on B (out × rank), not on the activations.
+            let b_scaled = ad.b.affine(ad.scale, 0.0)?;
+            y = (y + x2.matmul(&ad.a.t()?)?.matmul(&b_scaled.t()?)?)?;
+        }
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(bias)?;
         }

@@ -12,6 +12,7 @@ pub mod chat;
 pub mod decoder;
 pub mod device;
 mod error;
+pub mod frozen;
 pub mod generate;
 pub mod init;
 pub mod layers;

@@ -40,7 +40,8 @@
 //! loss = { algorithm = "grpo", kl_beta = 0.0 }
 //! optimizer = { lr = 1e-5 }
 //! # precision = "f32" (default) | "bf16": f32 master weights and optimiser, forward and backward
-//! # in bf16 on a copy cast each micro-batch (for GPUs; not with lora yet) | "f64" (tests).
+//! # in bf16 on a copy cast each micro-batch (for GPUs; with lora, the frozen base is cast
+//! # once) | "f64" (tests).
 //! # LoRA (absent = full fine-tuning): frozen base, trained adapters on the named layers,
 //! # scaled by alpha / rank; A's initialisation comes from `seed`. No dropout (the trainer owns
 //! # no randomness). Weight sync and checkpoints carry merged weights; checkpoints also hold a
@@ -276,7 +277,7 @@ mod tests {
             ("model = \"m\"\ntasks = \"t\"\n[train]\nlora = { rank = 0 }\n", Some("lora.rank must be at least 1")),
             ("model = \"m\"\ntasks = \"t\"\n[train]\nprecision = \"bf16\"\n", None),
             ("model = \"m\"\ntasks = \"t\"\n[train]\nprecision = \"fp8\"\n", Some("unknown variant `fp8`")),
-            ("model = \"m\"\ntasks = \"t\"\n[train]\nprecision = \"bf16\"\nlora = { rank = 4 }\n", Some("with lora is not supported")),
+            ("model = \"m\"\ntasks = \"t\"\n[train]\nprecision = \"bf16\"\nlora = { rank = 4 }\n", None),
             ("model = \"m\"\ntasks = \"t\"\n[train]\nlora = { targets = [\"qkv\"] }\n", Some("unknown module `qkv`")),
             ("model = \"m\"\ntasks = \"t\"\n[train]\nlora = { rank = 8, dropout = 0.05 }\n", Some("unknown field `dropout`")),
         ];

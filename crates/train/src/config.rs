@@ -197,7 +197,8 @@ pub enum Precision {
     /// Mixed precision (for GPUs): f32 master weights (the variables, AdamW and checkpoints),
     /// the forward and backward passes in bf16 on a copy cast from them at every micro-batch,
     /// whose gradients flow back to the f32 variables; norms, softmax and log-probabilities
-    /// stay f32. Not with LoRA yet.
+    /// stay f32. With LoRA, the frozen base is cast to bf16 once and the adapters (f32
+    /// variables) at every step.
     Bf16,
 }
 
@@ -354,11 +355,6 @@ impl TrainConfig {
         }
         if let Some(lora) = &self.lora {
             lora.validate()?;
-            if self.precision == Precision::Bf16 {
-                return Err(Error::Config(
-                    "precision = \"bf16\" with lora is not supported yet: use f32".into(),
-                ));
-            }
         }
         Ok(())
     }

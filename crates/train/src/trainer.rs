@@ -59,6 +59,9 @@ pub(crate) struct LoraState {
     pub(crate) decoder_spec: DecoderSpec,
     /// The frozen base weights under their HF names (plain tensors: no gradient, never updated).
     pub(crate) base: HashMap<String, Tensor>,
+    /// With `precision = "bf16"`: the base cast to bf16 once (it never changes), for the bf16
+    /// copy of each step.
+    pub(crate) compute_base: Option<HashMap<String, Tensor>>,
 }
 
 /// The policy under training; see the module documentation.
@@ -230,10 +233,21 @@ impl Trainer {
         } else {
             None
         };
+        let compute_dtype = config.precision.compute_dtype();
+        let compute_base = if compute_dtype != dtype {
+            Some(
+                base.iter()
+                    .map(|(name, t)| Ok((name.clone(), t.to_dtype(compute_dtype)?)))
+                    .collect::<Result<_>>()?,
+            )
+        } else {
+            None
+        };
         let state = LoraState {
             spec,
             decoder_spec,
             base,
+            compute_base,
         };
         Ok((model, vars, reference, state))
     }
@@ -543,13 +557,20 @@ impl Trainer {
             return Ok(None);
         }
         let dtype = self.config.precision.compute_dtype();
-        let tensors: HashMap<String, Tensor> = self
-            .vars()
-            .into_iter()
-            .map(|(name, var)| Ok((name, var.as_tensor().to_dtype(dtype)?)))
-            .collect::<Result<_>>()?;
+        let mut tensors: HashMap<String, Tensor> = match &self.lora {
+            // LoRA: the frozen base cast once, plain tensors (no gradient), and the adapters.
+            Some(lora) => lora
+                .compute_base
+                .clone()
+                .ok_or_else(|| Error::Input("the LoRA base has no bf16 copy".into()))?,
+            None => HashMap::new(),
+        };
+        for (name, var) in self.vars() {
+            tensors.insert(name, var.as_tensor().to_dtype(dtype)?);
+        }
         let vb = VarBuilder::from_tensors(tensors, dtype, &self.device);
-        Ok(Some(CausalLm::new(&self.model_config, vb)?))
+        let lora = self.lora.as_ref().map(|l| &l.spec);
+        Ok(Some(CausalLm::new_with_lora(&self.model_config, vb, lora)?))
     }
 
     /// The loss of one micro-batch (normalised by the whole batch's `normaliser`).
