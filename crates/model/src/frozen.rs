@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp3, Layout, Shape, Storage, Tensor};
 
 use crate::Result;
 
@@ -89,6 +89,157 @@ impl CustomOp1 for FrozenRhs {
     }
 }
 
+/// `x Wᵀ + s·(x Aᵀ) Bᵀ` for a frozen `weight` (`out × in`) and LoRA factors `a` (`rank × in`)
+/// and `b` (`out × rank`): one op whose backward gives the gradients of `x`, `a` and `b` (none
+/// for the weight). The graph holds only its output: written with separate ops, the frozen
+/// product, the low-rank product and their sum (three activation-sized tensors) would all be
+/// kept until the backward pass.
+pub fn lora_linear(
+    x: &Tensor,
+    weight: &Tensor,
+    a: &Tensor,
+    b: &Tensor,
+    scale: f64,
+) -> Result<Tensor> {
+    let weight = weight.detach();
+    let (rows, inner) = x.dims2()?;
+    let (out, weight_inner) = weight.dims2()?;
+    let (rank, a_inner) = a.dims2()?;
+    if inner != weight_inner || a_inner != inner || b.dims2()? != (out, rank) {
+        return Err(crate::Error::Input(format!(
+            "LoRA linear: input width {inner}, weight {:?}, A {:?}, B {:?}",
+            weight.dims(),
+            a.dims(),
+            b.dims()
+        )));
+    }
+    if !(x.track_op() || a.track_op() || b.track_op()) {
+        let low = x.matmul(&a.t()?)?.affine(scale, 0.0)?.matmul(&b.t()?)?;
+        return Ok((x.matmul(&weight.t()?)? + low)?);
+    }
+    let op = LoraLinear {
+        weight_t: weight.t()?,
+        weight,
+        scale,
+        dims: (rows, inner, out, rank),
+    };
+    Ok(x.apply_op3_arc(a, b, Arc::new(Box::new(op)))?)
+}
+
+struct LoraLinear {
+    weight: Tensor,
+    weight_t: Tensor,
+    scale: f64,
+    /// (rows, in, out, rank).
+    dims: (usize, usize, usize, usize),
+}
+
+impl LoraLinear {
+    /// The forward pass on any backend's storage: three matmuls, a scale of the `rows × rank`
+    /// product and one add.
+    #[allow(clippy::too_many_arguments)]
+    fn forward<S: BackendStorage>(
+        &self,
+        x: &S,
+        x_layout: &Layout,
+        a: &S,
+        a_layout: &Layout,
+        b: &S,
+        b_layout: &Layout,
+        weight: &S,
+        weight_t_layout: &Layout,
+    ) -> candle_core::Result<(S, Shape)> {
+        let (rows, inner, out, rank) = self.dims;
+        let frozen = x.matmul(weight, (1, rows, out, inner), x_layout, weight_t_layout)?;
+        let low_layout = Layout::contiguous((rows, rank));
+        let xa = x
+            .matmul(
+                a,
+                (1, rows, rank, inner),
+                x_layout,
+                &a_layout.transpose(0, 1)?,
+            )?
+            .affine(&low_layout, self.scale, 0.0)?;
+        let low = xa.matmul(
+            b,
+            (1, rows, out, rank),
+            &low_layout,
+            &b_layout.transpose(0, 1)?,
+        )?;
+        let out_layout = Layout::contiguous((rows, out));
+        let sum = frozen.binary_impl::<candle_core::op::Add>(&low, &out_layout, &out_layout)?;
+        Ok((sum, Shape::from((rows, out))))
+    }
+}
+
+impl CustomOp3 for LoraLinear {
+    fn name(&self) -> &'static str {
+        "lora-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        x: &CpuStorage,
+        x_layout: &Layout,
+        a: &CpuStorage,
+        a_layout: &Layout,
+        b: &CpuStorage,
+        b_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (weight, weight_layout) = self.weight_t.storage_and_layout();
+        match &*weight {
+            Storage::Cpu(weight) => {
+                self.forward(x, x_layout, a, a_layout, b, b_layout, weight, weight_layout)
+            }
+            _ => Err(candle_core::Error::Msg(
+                "LoRA linear: the weight is not on the CPU".into(),
+            )),
+        }
+    }
+
+    #[cfg(feature = "cuda")]
+    fn cuda_fwd(
+        &self,
+        x: &candle_core::CudaStorage,
+        x_layout: &Layout,
+        a: &candle_core::CudaStorage,
+        a_layout: &Layout,
+        b: &candle_core::CudaStorage,
+        b_layout: &Layout,
+    ) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        let (weight, weight_layout) = self.weight_t.storage_and_layout();
+        match &*weight {
+            Storage::Cuda(weight) => {
+                self.forward(x, x_layout, a, a_layout, b, b_layout, weight, weight_layout)
+            }
+            _ => Err(candle_core::Error::Msg(
+                "LoRA linear: the weight is not on the GPU".into(),
+            )),
+        }
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        a: &Tensor,
+        b: &Tensor,
+        _: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // y = x Wᵀ + s (x Aᵀ) Bᵀ, g = dL/dy:
+        // dx = g W + s (g B) A,  dA = s (g B)ᵀ x,  dB = s gᵀ (x Aᵀ).
+        let (x, a, b, g) = (x.detach(), a.detach(), b.detach(), grad.detach());
+        let gb = g.matmul(&b)?;
+        let dx = (g.matmul(&self.weight)? + gb.matmul(&a)?.affine(self.scale, 0.0)?)?;
+        let da = gb.t()?.matmul(&x)?.affine(self.scale, 0.0)?;
+        let db = g
+            .t()?
+            .matmul(&x.matmul(&a.t()?)?)?
+            .affine(self.scale, 0.0)?;
+        Ok((Some(dx), Some(da), Some(db)))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -142,6 +293,59 @@ mod tests {
         assert!(plain_grads.get(w_var.as_tensor()).is_some());
         // The weight was passed as a plain tensor: nothing is recorded for it.
         assert!(grads.get(&w).is_none());
+    }
+
+    /// The fused LoRA layer against the same sum written with candle's ops (autograd through
+    /// plain matmuls, the weight a plain tensor): value and the gradients of x, A and B.
+    #[test]
+    fn lora_linear_equals_the_unfused_ops() {
+        let x = Var::from_tensor(&seeded((6, 5), 11)).unwrap();
+        let w = seeded((4, 5), 12);
+        let a = Var::from_tensor(&seeded((3, 5), 13)).unwrap();
+        let b = Var::from_tensor(&seeded((4, 3), 14)).unwrap();
+        let head = seeded((6, 4), 15);
+        let scale = 2.5;
+        let ours = lora_linear(x.as_tensor(), &w, a.as_tensor(), b.as_tensor(), scale).unwrap();
+        let plain = (x.as_tensor().matmul(&w.t().unwrap()).unwrap()
+            + x.as_tensor()
+                .matmul(&a.as_tensor().t().unwrap())
+                .unwrap()
+                .matmul(&b.as_tensor().t().unwrap())
+                .unwrap()
+                .affine(scale, 0.0)
+                .unwrap())
+        .unwrap();
+        let diff = |p: &Tensor, q: &Tensor| {
+            (p - q)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        assert!(diff(&ours, &plain) < 1e-13);
+        let g_ours = (&ours * &head)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g_plain = (&plain * &head)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for var in [&x, &a, &b] {
+            let (p, q) = (
+                g_ours.get(var.as_tensor()).unwrap(),
+                g_plain.get(var.as_tensor()).unwrap(),
+            );
+            assert!(diff(p, q) < 1e-13, "{}", diff(p, q));
+        }
+        assert!(g_ours.get(&w).is_none());
     }
 
     /// The input gradient against central finite differences (f64), by hand from the loss

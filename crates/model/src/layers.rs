@@ -150,19 +150,21 @@ impl Linear {
         // A contiguous left operand keeps the CPU matmul on its fast path.
         let x2 = x.reshape((rows, in_dim))?.contiguous()?;
         // A weight that is not trained (a LoRA base, or any plain tensor) gets no gradient:
-        // `matmul_frozen` skips the weight-sized `gradᵀ x` that candle's matmul backward always
-        // computes. The adapter then runs on the activations, `x Wᵀ + s·(x Aᵀ) Bᵀ`, so its
-        // gradients come from rank-sized products (`bench train --lora-rank`, BENCHMARKS.md).
-        let mut y = if self.weight.track_op() {
-            x2.matmul(&self.weight.t()?)?
-        } else {
-            crate::frozen::matmul_frozen(&x2, &self.weight)?
+        // `crate::frozen` skips the weight-sized `gradᵀ x` that candle's matmul backward always
+        // computes. The adapter runs on the activations, `x Wᵀ + s·(x Aᵀ) Bᵀ`, in one op that
+        // keeps only its output, so its gradients come from rank-sized products
+        // (`bench train --lora-rank`, BENCHMARKS.md).
+        let mut y = match &self.adapter {
+            Some(ad) if !self.weight.track_op() => {
+                crate::frozen::lora_linear(&x2, &self.weight, &ad.a, &ad.b, ad.scale)?
+            }
+            Some(ad) => {
+                let low = x2.matmul(&ad.a.t()?)?.affine(ad.scale, 0.0)?;
+                (x2.matmul(&self.weight.t()?)? + low.matmul(&ad.b.t()?)?)?
+            }
+            None if self.weight.track_op() => x2.matmul(&self.weight.t()?)?,
+            None => crate::frozen::matmul_frozen(&x2, &self.weight)?,
         };
-        if let Some(ad) = &self.adapter {
-            // The scale goes on B (out × rank), not on the activations.
-            let b_scaled = ad.b.affine(ad.scale, 0.0)?;
-            y = (y + x2.matmul(&ad.a.t()?)?.matmul(&b_scaled.t()?)?)?;
-        }
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(bias)?;
         }
