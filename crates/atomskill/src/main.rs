@@ -318,8 +318,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
 
 /// glibc's allocator serves every block above its mmap threshold (128 KiB at first) with a
 /// fresh mapping and unmaps it on free, so each activation-sized tensor of a training step came
-/// back as zeroed pages faulted in one by one: 10-20% of a small model's step on this machine
-/// (more with LoRA, whose step allocates more such tensors). Blocks up to 32 MiB now come from
+/// back as zeroed pages faulted in one by one (keeping them made steps 4-5% faster in full
+/// fine-tuning and 12-20% in LoRA on the development machine). Blocks up to 32 MiB now come from
 /// the heap, and freed memory is kept for the next step instead of being returned at once; the
 /// peak resident memory is unchanged (`bench train --side`, BENCHMARKS.md). glibc's own
 /// settings stay when the user set any `MALLOC_*` variable or `GLIBC_TUNABLES`, or

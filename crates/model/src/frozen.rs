@@ -293,6 +293,16 @@ mod tests {
         assert!(plain_grads.get(w_var.as_tensor()).is_some());
         // The weight was passed as a plain tensor: nothing is recorded for it.
         assert!(grads.get(&w).is_none());
+        // candle's own matmul with the same plain weight still computes and stores a gradient
+        // for its (transposed) weight operand; ours stores one entry fewer.
+        let candle_frozen = x.as_tensor().matmul(&w.t().unwrap()).unwrap();
+        let candle_grads = (&candle_frozen * &head)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        assert_eq!(candle_grads.get_ids().count(), grads.get_ids().count() + 1);
     }
 
     /// The fused LoRA layer against the same sum written with candle's ops (autograd through
@@ -346,6 +356,10 @@ mod tests {
             assert!(diff(p, q) < 1e-13, "{}", diff(p, q));
         }
         assert!(g_ours.get(&w).is_none());
+        // The unfused sum stores a gradient for the transposed frozen weight too (and for the
+        // low-rank product, the scale and the sum's operands); the op stores x, A, B, the output
+        // and the loss path only.
+        assert!(g_plain.get_ids().count() > g_ours.get_ids().count());
     }
 
     /// The input gradient against central finite differences (f64), by hand from the loss
