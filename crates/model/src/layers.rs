@@ -189,12 +189,9 @@ impl RmsNorm {
         })
     }
 
+    /// One fused op on the CPU (`crate::fused`), candle's ops elsewhere.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let dtype = x.dtype();
-        let xf = x.to_dtype(compute_dtype(dtype))?;
-        let variance = xf.sqr()?.mean_keepdim(D::Minus1)?;
-        let normed = xf.broadcast_div(&(variance + self.eps)?.sqrt()?)?;
-        Ok(normed.to_dtype(dtype)?.broadcast_mul(&self.weight)?)
+        crate::fused::rms_norm(x, &self.weight, self.eps)
     }
 }
 
@@ -260,7 +257,7 @@ impl Mlp {
             }
             None => (self.gate_proj.forward(x)?, self.up_proj.forward(x)?),
         };
-        self.down_proj.forward(&(gate.silu()? * up)?)
+        self.down_proj.forward(&crate::fused::swiglu(&gate, &up)?)
     }
 }
 

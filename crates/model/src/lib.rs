@@ -13,6 +13,7 @@ pub mod decoder;
 pub mod device;
 mod error;
 pub mod frozen;
+pub mod fused;
 pub mod generate;
 pub mod init;
 pub mod layers;

@@ -2,9 +2,10 @@
 //! with a backward), computed over the sequence in chunks so the `[.., vocab]` logits of a long
 //! sequence never exist all at once in a forward-only pass.
 
-use candle_core::{Tensor, D};
+use candle_core::Tensor;
 
-use crate::layers::{compute_dtype, log_sum_exp_last_dim};
+use crate::fused::target_log_softmax;
+use crate::layers::compute_dtype;
 use crate::{CausalLm, Error, Result};
 
 /// `out[b, t] = log p(tokens[b, t + 1] | tokens[b, ..= t])`, shape `[batch, seq - 1]`, in f32 (f64
@@ -67,13 +68,12 @@ pub fn target_log_probs(
             .lm_head(&hidden.narrow(1, start, len)?)?
             .to_dtype(dtype)?
             .contiguous()?;
-        let log_z = log_sum_exp_last_dim(&logits)?;
-        let index = targets
-            .narrow(1, start, len)?
-            .contiguous()?
-            .unsqueeze(D::Minus1)?;
-        let picked = logits.gather(&index, D::Minus1)?;
-        parts.push((picked - log_z)?.squeeze(D::Minus1)?);
+        let rows_targets = targets.narrow(1, start, len)?.flatten_all()?;
+        let picked = target_log_softmax(
+            &logits.reshape((batch * len, vocab as usize))?,
+            &rows_targets,
+        )?;
+        parts.push(picked.reshape((batch, len))?);
         start += len;
     }
     Ok(Tensor::cat(&parts, 1)?)
