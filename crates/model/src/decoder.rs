@@ -10,6 +10,7 @@ use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
 
 use crate::cache::KvCache;
+use crate::fused;
 use crate::layers::{compute_dtype, Embedding, Linear, Mlp, RmsNorm, MASKED_SCORE};
 use crate::lora::LoraSpec;
 use crate::rope::{positions_tensor, Rope, RopeScaling};
@@ -143,14 +144,15 @@ impl Attention {
         })
     }
 
+    /// `x` is `[batch · seq, hidden]`, rows in batch-major order; so is the output.
     fn forward(
         &self,
         x: &Tensor,
+        (batch, seq): (usize, usize),
         rope: &RopeTables,
         mask: &Tensor,
         cache: Option<(&mut KvCache, usize)>,
     ) -> Result<Tensor> {
-        let (batch, seq, _) = x.dims3()?;
         let (d, n_heads, n_kv) = (self.head_dim, self.n_heads, self.n_kv_heads);
         let (q, k, v) = match &self.qkv_proj {
             Some(qkv) => {
@@ -174,9 +176,11 @@ impl Attention {
             q = qn.forward(&q)?;
             k = kn.forward(&k)?;
         }
-        let q = Rope::apply(&q.transpose(1, 2)?, &rope.cos, &rope.sin)?;
-        let k = Rope::apply(&k.transpose(1, 2)?, &rope.cos, &rope.sin)?;
-        let v = v.transpose(1, 2)?;
+        // Head-major `[batch, heads, seq, d]`; on the CPU the rotation and the transpose are one
+        // fused op each (`crate::fused`).
+        let q = fused::rope_heads(&q, &rope.cos, &rope.sin)?;
+        let k = fused::rope_heads(&k, &rope.cos, &rope.sin)?;
+        let v = fused::swap_middle(&v)?;
         let (k, v) = match cache {
             Some((cache, layer)) => cache.append(layer, &k, &v)?,
             None => (k.contiguous()?, v.contiguous()?),
@@ -187,9 +191,8 @@ impl Attention {
         let q = q.contiguous()?.reshape((batch, n_kv, n_rep * seq, d))?;
         let scale = 1.0 / (d as f64).sqrt();
         let out = crate::attention::attention(&q, &k, &v, mask, scale, n_rep)?
-            .reshape((batch, n_heads, seq, d))?
-            .transpose(1, 2)?
-            .reshape((batch, seq, n_heads * d))?;
+            .reshape((batch, n_heads, seq, d))?;
+        let out = fused::swap_middle(&out)?.reshape((batch * seq, n_heads * d))?;
         self.o_proj.forward(&out)
     }
 }
@@ -226,16 +229,22 @@ impl Block {
         })
     }
 
+    /// `x` is `[batch · seq, hidden]`; so is the output.
     fn forward(
         &self,
         x: &Tensor,
+        batch_seq: (usize, usize),
         rope: &RopeTables,
         mask: &Tensor,
         cache: Option<(&mut KvCache, usize)>,
     ) -> Result<Tensor> {
-        let attn = self
-            .self_attn
-            .forward(&self.input_layernorm.forward(x)?, rope, mask, cache)?;
+        let attn = self.self_attn.forward(
+            &self.input_layernorm.forward(x)?,
+            batch_seq,
+            rope,
+            mask,
+            cache,
+        )?;
         let x = (x + attn)?;
         let mlp = self
             .mlp
@@ -386,15 +395,17 @@ impl Decoder {
             compute_dtype(self.dtype),
             &self.device,
         )?;
-        let mut x = self.embed_tokens.forward(tokens)?;
+        // The blocks work on `[batch · seq, hidden]` rows: their linear layers need no reshape.
+        let mut x = self.embed_tokens.forward_rows(tokens)?;
         for (i, layer) in self.layers.iter().enumerate() {
             let layer_cache = cache.as_deref_mut().map(|c| (c, i));
-            x = layer.forward(&x, &rope, &mask, layer_cache)?;
+            x = layer.forward(&x, (batch, seq), &rope, &mask, layer_cache)?;
         }
         if let Some(cache) = cache {
             cache.advance(&new_mask);
         }
-        self.norm.forward(&x)
+        let hidden = x.dim(1)?;
+        Ok(self.norm.forward(&x)?.reshape((batch, seq, hidden))?)
     }
 
     /// Logits `[.., vocab]` of hidden states, in the model's dtype.

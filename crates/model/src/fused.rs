@@ -15,7 +15,6 @@
 //! `bench train` measures the difference (BENCHMARKS.md).
 
 use std::ops::Range;
-use std::sync::Mutex;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Shape, Storage, Tensor, D};
 
@@ -269,6 +268,19 @@ impl<'a, T> Rows<'a, T> {
         }
     }
 
+    /// The rows `range`, cut at `limit` elements (for a short last block).
+    ///
+    /// # Safety
+    /// No two live slices may come from overlapping ranges.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn get_clamped(&self, range: &Range<usize>, limit: usize) -> &mut [T] {
+        let start = range.start * self.row;
+        let end = (range.end * self.row).min(limit).min(self.len);
+        assert!(start <= end, "rows out of the buffer");
+        // SAFETY: in bounds (checked), and disjoint from every other live slice (the caller).
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start), end - start) }
+    }
+
     /// The rows `range`.
     ///
     /// # Safety
@@ -358,6 +370,9 @@ fn rms_norm_fwd<T: Float>(x: &[T], w: &[T], dim: usize, eps: f64) -> Vec<T> {
     out
 }
 
+/// Rows per work unit of the RMSNorm backward pass (and per partial sum of `dw`).
+const NORM_BLOCK_ROWS: usize = 16;
+
 /// `dx = r (w g − x̂ · mean(w g x̂))` with `x̂ = r x`, and `dw = Σ_rows g x̂` (when wanted).
 fn rms_norm_bwd<T: Float>(
     x: &[T],
@@ -367,21 +382,28 @@ fn rms_norm_bwd<T: Float>(
     eps: f64,
     want_dw: bool,
 ) -> (Vec<T>, Option<Vec<T>>) {
+    let n_rows = x.len() / dim;
+    let n_blocks = n_rows.div_ceil(NORM_BLOCK_ROWS);
     let mut dx = vec![T::ZERO; x.len()];
-    let dw_total = Mutex::new(vec![T::ZERO; if want_dw { dim } else { 0 }]);
-    let rows = Rows::new(&mut dx, dim);
+    // One partial `dw` per fixed block of rows, summed in block order at the end: the result
+    // is bit-identical however the pool splits the work (a resumed run must match).
+    let mut partials = vec![T::ZERO; if want_dw { n_blocks * dim } else { 0 }];
+    let dx_blocks = Rows::new(&mut dx, dim * NORM_BLOCK_ROWS);
+    let dw_blocks = Rows::new(&mut partials, if want_dw { dim } else { 0 });
     let n = T::of_usize(dim);
-    for_rows(x.len() / dim, |range| {
-        // SAFETY: `for_rows` hands out disjoint ranges.
-        let dx = unsafe { rows.get(&range) };
-        let span = range.start * dim..range.end * dim;
+    for_rows(n_blocks, |blocks| {
+        let row_span = blocks.start * NORM_BLOCK_ROWS..(blocks.end * NORM_BLOCK_ROWS).min(n_rows);
+        // SAFETY: `for_rows` hands out disjoint block ranges; the last block may be short.
+        let dx = unsafe { dx_blocks.get_clamped(&blocks, x.len()) };
+        let dw_parts = unsafe { dw_blocks.get(&blocks) };
+        let span = row_span.start * dim..row_span.end * dim;
         let (x, g) = (&x[span.clone()], &g[span]);
-        let mut dw = vec![T::ZERO; if want_dw { dim } else { 0 }];
         let mut wg = vec![T::ZERO; dim];
-        for ((dx, x), g) in dx
+        for (i, ((dx, x), g)) in dx
             .chunks_exact_mut(dim)
             .zip(x.chunks_exact(dim))
             .zip(g.chunks_exact(dim))
+            .enumerate()
         {
             let r = inv_rms(x, eps);
             for ((wg, &w), &g) in wg.iter_mut().zip(w).zip(g) {
@@ -392,18 +414,24 @@ fn rms_norm_bwd<T: Float>(
             for ((dx, &x), &wg) in dx.iter_mut().zip(x).zip(&wg) {
                 *dx = r * wg - c * x;
             }
-            for ((dw, &x), &g) in dw.iter_mut().zip(x).zip(g) {
-                *dw += g * x * r;
-            }
-        }
-        if want_dw {
-            let mut total = dw_total.lock().unwrap_or_else(|e| e.into_inner());
-            for (t, d) in total.iter_mut().zip(dw) {
-                *t += d;
+            if want_dw {
+                let block = i / NORM_BLOCK_ROWS;
+                let dw = &mut dw_parts[block * dim..(block + 1) * dim];
+                for ((dw, &x), &g) in dw.iter_mut().zip(x).zip(g) {
+                    *dw += g * x * r;
+                }
             }
         }
     });
-    let dw = want_dw.then(|| dw_total.into_inner().unwrap_or_else(|e| e.into_inner()));
+    let dw = want_dw.then(|| {
+        let mut total = vec![T::ZERO; dim];
+        for part in partials.chunks_exact(dim) {
+            for (t, &p) in total.iter_mut().zip(part) {
+                *t += p;
+            }
+        }
+        total
+    });
     (dx, dw)
 }
 
@@ -670,6 +698,224 @@ impl CustomOp1 for TargetLogSoftmax {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Rotary embedding into the head-major layout, and the head transpose
+
+/// Rotary embedding of `x` `[batch, seq, heads, head_dim]` (a projection's output split into
+/// heads) with `cos`/`sin` `[batch, 1, seq, head_dim]`, returned head-major and contiguous,
+/// `[batch, heads, seq, head_dim]`: `x · cos + rotate_half(x) · sin` and the transpose in one
+/// pass (fused kernel for f32/f64 CPU tensors; `transpose(1, 2)` and
+/// [`crate::rope::Rope::apply`] otherwise).
+pub fn rope_heads(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    let (batch, seq, heads, dim) = x.dims4()?;
+    let fused = fusable(x)
+        && dim % 2 == 0
+        && cos.dtype() == x.dtype()
+        && sin.dtype() == x.dtype()
+        && cos.dims() == [batch, 1, seq, dim]
+        && sin.dims() == [batch, 1, seq, dim];
+    if !fused {
+        return crate::rope::Rope::apply(&x.transpose(1, 2)?, cos, sin);
+    }
+    let op = RopeHeads {
+        cos: cos.contiguous()?,
+        sin: sin.contiguous()?,
+        dims: [batch, seq, heads, dim],
+    };
+    Ok(x.contiguous()?
+        .apply_op1_arc(std::sync::Arc::new(Box::new(op)))?)
+}
+
+/// `x` `[a, b, c, d]` as `[a, c, b, d]`, contiguous: one node instead of a transpose and a copy
+/// (fused for f32/f64 CPU tensors).
+pub fn swap_middle(x: &Tensor) -> Result<Tensor> {
+    let (a, b, c, d) = x.dims4()?;
+    if !fusable(x) {
+        return Ok(x.transpose(1, 2)?.contiguous()?);
+    }
+    let op = SwapMiddle { dims: [a, b, c, d] };
+    Ok(x.contiguous()?
+        .apply_op1_arc(std::sync::Arc::new(Box::new(op)))?)
+}
+
+struct RopeHeads {
+    cos: Tensor,
+    sin: Tensor,
+    /// `[batch, seq, heads, head_dim]` of the input.
+    dims: [usize; 4],
+}
+
+/// Direction of the rotary map: the forward rotation, or its transpose for the backward pass.
+#[derive(Clone, Copy, PartialEq)]
+enum Rotate {
+    Forward,
+    Backward,
+}
+
+/// Output row `[b, h, s, :]` from input row `[b, s, h, :]` (forward), or the input-layout
+/// gradient row `[b, s, h, :]` from the gradient row `[b, h, s, :]` (backward):
+/// forward `y_j = x_j c_j − x_{j+m} s_j` (j < m), `y_j = x_j c_j + x_{j−m} s_j` (j ≥ m);
+/// backward `dx_j = g_j c_j + g_{j+m} s_{j+m}` (j < m), `dx_j = g_j c_j − g_{j−m} s_{j−m}`.
+fn rope_pass<T: Float>(
+    src: &[T],
+    cos: &[T],
+    sin: &[T],
+    dims: [usize; 4],
+    direction: Rotate,
+) -> Vec<T> {
+    let [batch, seq, heads, dim] = dims;
+    let m = dim / 2;
+    let mut out = vec![T::ZERO; src.len()];
+    let rows = Rows::new(&mut out, dim);
+    // Work in destination rows; the destination is head-major forward, sequence-major backward.
+    for_rows(batch * seq * heads, |range| {
+        // SAFETY: `for_rows` hands out disjoint ranges.
+        let out = unsafe { rows.get(&range) };
+        for (o, r) in out.chunks_exact_mut(dim).zip(range) {
+            let (b, s, h) = match direction {
+                Rotate::Forward => (r / (heads * seq), r % seq, (r / seq) % heads),
+                Rotate::Backward => (r / (seq * heads), (r / heads) % seq, r % heads),
+            };
+            let src_row = match direction {
+                Rotate::Forward => ((b * seq + s) * heads + h) * dim,
+                Rotate::Backward => ((b * heads + h) * seq + s) * dim,
+            };
+            let x = &src[src_row..src_row + dim];
+            let table = (b * seq + s) * dim;
+            let (c, sn) = (&cos[table..table + dim], &sin[table..table + dim]);
+            let (x1, x2) = x.split_at(m);
+            let (o1, o2) = o.split_at_mut(m);
+            match direction {
+                Rotate::Forward => {
+                    for j in 0..m {
+                        o1[j] = x1[j] * c[j] - x2[j] * sn[j];
+                        o2[j] = x2[j] * c[m + j] + x1[j] * sn[m + j];
+                    }
+                }
+                Rotate::Backward => {
+                    for j in 0..m {
+                        o1[j] = x1[j] * c[j] + x2[j] * sn[m + j];
+                        o2[j] = x2[j] * c[m + j] - x1[j] * sn[j];
+                    }
+                }
+            }
+        }
+    });
+    out
+}
+
+impl RopeHeads {
+    /// The pass over `src` (contiguous data of the source layout).
+    fn pass<T: Float>(&self, src: &[T], direction: Rotate) -> candle_core::Result<Vec<T>> {
+        with_slice::<T, _>(&self.cos, |c| {
+            with_slice::<T, _>(&self.sin, |s| {
+                Ok(rope_pass(src, c, s, self.dims, direction))
+            })
+        })
+    }
+}
+
+impl CustomOp1 for RopeHeads {
+    fn name(&self) -> &'static str {
+        "fused-rope-heads"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let [batch, seq, heads, dim] = self.dims;
+        let storage = match x {
+            CpuStorage::F32(v) => CpuStorage::F32(self.pass(slice(v, layout)?, Rotate::Forward)?),
+            CpuStorage::F64(v) => CpuStorage::F64(self.pass(slice(v, layout)?, Rotate::Forward)?),
+            _ => return Err(unsupported("fused rotary embedding")),
+        };
+        Ok((storage, Shape::from((batch, heads, seq, dim))))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _out: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let [batch, seq, heads, dim] = self.dims;
+        let shape = Shape::from((batch, seq, heads, dim));
+        let dx = match grad.dtype() {
+            DType::F32 => {
+                let d = with_slice::<f32, _>(grad, |g| self.pass(g, Rotate::Backward))?;
+                Tensor::from_vec(d, shape, grad.device())?
+            }
+            DType::F64 => {
+                let d = with_slice::<f64, _>(grad, |g| self.pass(g, Rotate::Backward))?;
+                Tensor::from_vec(d, shape, grad.device())?
+            }
+            _ => return Err(unsupported("fused rotary embedding backward")),
+        };
+        Ok(Some(dx))
+    }
+}
+
+struct SwapMiddle {
+    dims: [usize; 4],
+}
+
+/// `[a, b, c, d]` → `[a, c, b, d]`, contiguous.
+fn swap_pass<T: Copy + Send + Sync + Default>(src: &[T], dims: [usize; 4]) -> Vec<T> {
+    let [a, b, c, d] = dims;
+    let mut out = vec![T::default(); src.len()];
+    let rows = Rows::new(&mut out, d);
+    for_rows(a * c * b, |range| {
+        // SAFETY: `for_rows` hands out disjoint ranges.
+        let out = unsafe { rows.get(&range) };
+        for (o, r) in out.chunks_exact_mut(d).zip(range) {
+            // Destination row (i, k, j) of [a, c, b]; source row (i, j, k) of [a, b, c].
+            let (i, k, j) = (r / (c * b), (r / b) % c, r % b);
+            let src_row = ((i * b + j) * c + k) * d;
+            o.copy_from_slice(&src[src_row..src_row + d]);
+        }
+    });
+    out
+}
+
+impl CustomOp1 for SwapMiddle {
+    fn name(&self) -> &'static str {
+        "fused-swap-middle"
+    }
+
+    fn cpu_fwd(&self, x: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let [a, b, c, d] = self.dims;
+        let storage = match x {
+            CpuStorage::F32(v) => CpuStorage::F32(swap_pass(slice(v, layout)?, self.dims)),
+            CpuStorage::F64(v) => CpuStorage::F64(swap_pass(slice(v, layout)?, self.dims)),
+            _ => return Err(unsupported("fused head transpose")),
+        };
+        Ok((storage, Shape::from((a, c, b, d))))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        _out: &Tensor,
+        grad: &Tensor,
+    ) -> candle_core::Result<Option<Tensor>> {
+        let [a, b, c, d] = self.dims;
+        let dims = [a, c, b, d];
+        let shape = Shape::from((a, b, c, d));
+        let dx = match grad.dtype() {
+            DType::F32 => Tensor::from_vec(
+                with_slice::<f32, _>(grad, |g| Ok(swap_pass(g, dims)))?,
+                shape,
+                grad.device(),
+            )?,
+            DType::F64 => Tensor::from_vec(
+                with_slice::<f64, _>(grad, |g| Ok(swap_pass(g, dims)))?,
+                shape,
+                grad.device(),
+            )?,
+            _ => return Err(unsupported("fused head transpose backward")),
+        };
+        Ok(Some(dx))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -741,21 +987,22 @@ mod tests {
     }
 
     /// RMSNorm: value and the gradients of x and w equal candle's ops' autograd, in f64 and f32,
-    /// for a contiguous and a transposed (non-contiguous) input.
+    /// for a contiguous and a transposed (non-contiguous) input; 39 rows make three blocks of
+    /// the backward pass, the last one short.
     #[test]
     fn rms_norm_equals_the_unfused_ops() {
         for (dtype, tolerance) in [(DType::F64, 1e-12), (DType::F32, 2e-5)] {
             for transposed in [false, true] {
-                let base = seeded(&[3, 37, 5], 1, 2.0).to_dtype(dtype).unwrap();
+                let base = seeded(&[3, 37, 13], 1, 2.0).to_dtype(dtype).unwrap();
                 let x_var = Var::from_tensor(&base).unwrap();
                 let w_var =
                     Var::from_tensor(&seeded(&[37], 2, 1.5).to_dtype(dtype).unwrap()).unwrap();
                 let x_in = if transposed {
                     x_var.as_tensor().transpose(1, 2).unwrap()
                 } else {
-                    x_var.as_tensor().reshape((3, 5, 37)).unwrap()
+                    x_var.as_tensor().reshape((3, 13, 37)).unwrap()
                 };
-                let head = seeded(&[3, 5, 37], 3, 1.0);
+                let head = seeded(&[3, 13, 37], 3, 1.0);
                 let fused = rms_norm(&x_in, w_var.as_tensor(), 1e-6).unwrap();
                 let plain = rms_norm_unfused(&x_in, w_var.as_tensor(), 1e-6).unwrap();
                 assert!(max_diff(&fused, &plain) < tolerance, "{dtype:?} value");
@@ -946,6 +1193,86 @@ mod tests {
         let targets = Tensor::new(&[1u32, 5], &Device::Cpu).unwrap();
         let error = target_log_softmax(&x, &targets).unwrap_err().to_string();
         assert!(error.contains("outside the vocabulary"), "{error}");
+    }
+
+    /// Cos/sin tables `[batch, 1, seq, dim]` from real rotary frequencies at uneven positions.
+    fn rope_tables(batch: usize, seq: usize, dim: usize, dtype: DType) -> (Tensor, Tensor) {
+        let rope = crate::rope::Rope::new(dim, 10_000.0, None).unwrap();
+        let positions: Vec<Vec<u32>> = (0..batch)
+            .map(|b| (0..seq as u32).map(|s| 3 * s + b as u32).collect())
+            .collect();
+        let positions = crate::rope::positions_tensor(&positions, &Device::Cpu).unwrap();
+        rope.cos_sin(&positions, dtype).unwrap()
+    }
+
+    /// The fused rotation + transpose against `transpose(1, 2)` and `Rope::apply` with
+    /// candle's autograd, in f64 and f32.
+    #[test]
+    fn rope_heads_equals_the_unfused_ops() {
+        let (batch, seq, heads, dim) = (2, 5, 3, 8);
+        for (dtype, tolerance) in [(DType::F64, 1e-13), (DType::F32, 1e-5)] {
+            let (cos, sin) = rope_tables(batch, seq, dim, dtype);
+            let x = Var::from_tensor(
+                &seeded(&[batch, seq, heads, dim], 21, 2.0)
+                    .to_dtype(dtype)
+                    .unwrap(),
+            )
+            .unwrap();
+            let head = seeded(&[batch, heads, seq, dim], 22, 1.0);
+            let fused = rope_heads(x.as_tensor(), &cos, &sin).unwrap();
+            assert_eq!(fused.dims(), [batch, heads, seq, dim]);
+            assert!(fused.is_contiguous());
+            let plain =
+                crate::rope::Rope::apply(&x.as_tensor().transpose(1, 2).unwrap(), &cos, &sin)
+                    .unwrap();
+            assert!(max_diff(&fused, &plain) < tolerance, "{dtype:?} value");
+            let (_, g_fused) = grads_of(&fused, &head, &[&x]);
+            let (_, g_plain) = grads_of(&plain, &head, &[&x]);
+            let d = max_diff(g_fused[0].as_ref().unwrap(), g_plain[0].as_ref().unwrap());
+            assert!(d < tolerance, "{dtype:?} gradient: {d:e}");
+        }
+    }
+
+    #[test]
+    fn rope_heads_gradient_matches_finite_differences() {
+        let (cos, sin) = rope_tables(1, 3, 4, DType::F64);
+        let x = seeded(&[1, 3, 2, 4], 23, 1.5);
+        let head = seeded(&[1, 2, 3, 4], 24, 1.0);
+        check_finite_differences(&x, &head, |x| rope_heads(x, &cos, &sin).unwrap(), 1e-8);
+    }
+
+    /// By hand: at position p with one frequency pair (dim 2, θ = 1 · p), the pair (a, b)
+    /// rotates to (a cos p − b sin p, b cos p + a sin p).
+    #[test]
+    fn rope_heads_hand_computed_rotation() {
+        let rope = crate::rope::Rope::new(2, 10_000.0, None).unwrap();
+        let positions = crate::rope::positions_tensor(&[vec![0, 2]], &Device::Cpu).unwrap();
+        let (cos, sin) = rope.cos_sin(&positions, DType::F64).unwrap();
+        let x = Tensor::new(&[[[[1.0f64, 2.0]], [[3.0, -1.0]]]], &Device::Cpu).unwrap();
+        let out = rope_heads(&x, &cos, &sin).unwrap();
+        let out = out.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        // Position 0 leaves (1, 2) unchanged; position 2 (frequency 1) rotates (3, −1) by 2 rad.
+        let (c, s) = ((2.0f32 as f64).cos(), (2.0f32 as f64).sin());
+        let expected = [1.0, 2.0, 3.0 * c + s, -c + 3.0 * s];
+        for (o, e) in out.iter().zip(expected) {
+            assert!((o - e).abs() < 1e-6, "{out:?} vs {expected:?}");
+        }
+    }
+
+    #[test]
+    fn swap_middle_equals_transpose_and_routes_gradients_back() {
+        for dtype in [DType::F64, DType::F32] {
+            let x =
+                Var::from_tensor(&seeded(&[2, 3, 4, 5], 25, 1.0).to_dtype(dtype).unwrap()).unwrap();
+            let head = seeded(&[2, 4, 3, 5], 26, 1.0);
+            let fused = swap_middle(x.as_tensor()).unwrap();
+            let plain = x.as_tensor().transpose(1, 2).unwrap().contiguous().unwrap();
+            assert_eq!(max_diff(&fused, &plain), 0.0);
+            let (_, g_fused) = grads_of(&fused, &head, &[&x]);
+            let (_, g_plain) = grads_of(&plain, &head, &[&x]);
+            let d = max_diff(g_fused[0].as_ref().unwrap(), g_plain[0].as_ref().unwrap());
+            assert_eq!(d, 0.0, "{dtype:?}");
+        }
     }
 
     /// A dtype without a fused kernel (bf16) takes candle's ops and gives their result.

@@ -147,8 +147,14 @@ impl Linear {
             None => return Err(Error::Input("linear layer input is a scalar".into())),
         };
         let rows: usize = lead.iter().product();
-        // A contiguous left operand keeps the CPU matmul on its fast path.
-        let x2 = x.reshape((rows, in_dim))?.contiguous()?;
+        // A contiguous left operand keeps the CPU matmul on its fast path. A 2-D input (the
+        // decoder's `[tokens, hidden]` rows) is used as it is: every reshape is a graph node
+        // whose backward costs a zeros tensor and an add.
+        let x2 = if dims.len() == 2 {
+            x.contiguous()?
+        } else {
+            x.reshape((rows, in_dim))?.contiguous()?
+        };
         // A weight that is not trained (a LoRA base, or any plain tensor) gets no gradient:
         // `crate::frozen` skips the weight-sized `gradᵀ x` that candle's matmul backward always
         // computes. The adapter runs on the activations, `x Wᵀ + s·(x Aᵀ) Bᵀ`, in one op that
@@ -167,6 +173,9 @@ impl Linear {
         };
         if let Some(bias) = &self.bias {
             y = y.broadcast_add(bias)?;
+        }
+        if dims.len() == 2 {
+            return Ok(y);
         }
         let mut out_dims = lead.to_vec();
         out_dims.push(self.weight.dim(0)?);
@@ -280,9 +289,12 @@ impl Embedding {
 
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
         let mut dims = ids.dims().to_vec();
-        let flat = ids.flatten_all()?;
-        let rows = self.table.index_select(&flat, 0)?;
         dims.push(self.table.dim(1)?);
-        Ok(rows.reshape(dims)?)
+        Ok(self.forward_rows(ids)?.reshape(dims)?)
+    }
+
+    /// The rows of every id in order, `[ids, hidden]`.
+    pub fn forward_rows(&self, ids: &Tensor) -> Result<Tensor> {
+        Ok(self.table.index_select(&ids.flatten_all()?, 0)?)
     }
 }
