@@ -9,9 +9,8 @@
 //! head_dim]`, `mask` is additive `[batch, 1, seq, keys]` in the softmax dtype. Softmax runs in
 //! `compute_dtype` (f32, or f64 for f64 models); the matmuls in the inputs' dtype.
 
-use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Storage, Tensor, D};
+use candle_core::{CpuStorage, CustomOp3, Layout, Shape, Storage, Tensor};
 
-use crate::layers::softmax_last_dim;
 use crate::Result;
 
 /// Elements of one chunk's score matrix (`batch × heads × rows × keys`) at most: 16 Mi
@@ -129,11 +128,12 @@ fn probabilities(
 ) -> Result<Tensor> {
     let keys = k.dim(2)?;
     let heads = shape.kv * shape.n_rep;
-    let scores = (q_chunk.matmul(&k.t()?)? * scale)?
-        .reshape((shape.batch, heads, len, keys))?
-        .to_dtype(mask.dtype())?
-        .broadcast_add(&mask.narrow(2, start, len)?)?;
-    Ok(softmax_last_dim(&scores)?.reshape((shape.batch, shape.kv, shape.n_rep * len, keys))?)
+    let scores = q_chunk
+        .matmul(&k.t()?)?
+        .reshape((shape.batch, heads, len, keys))?;
+    // Scale, mask and softmax in one pass per row on the CPU (`crate::fused`).
+    let probs = crate::fused::attention_probs(&scores, mask, start, scale)?;
+    Ok(probs.reshape((shape.batch, shape.kv, shape.n_rep * len, keys))?)
 }
 
 fn forward(
@@ -211,36 +211,28 @@ impl CustomOp3 for Attach {
         q: &Tensor,
         k: &Tensor,
         v: &Tensor,
-        out: &Tensor,
+        _out: &Tensor,
         grad: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        backward(q, k, v, out, grad, &self.mask, self.scale, &self.shape)
+        backward(q, k, v, grad, &self.mask, self.scale, &self.shape)
             .map(|(dq, dk, dv)| (Some(dq), Some(dk), Some(dv)))
             .map_err(|e| candle_core::Error::Msg(format!("chunked attention backward: {e}")))
     }
 }
 
 /// Gradients of q, k and v: per chunk, P = softmax(q kᵀ · scale + mask) again, then
-/// dv += Pᵀ dO, dP = dO vᵀ, dS = P ∘ (dP − rowsum(dO ∘ O)), dq = dS k · scale,
-/// dk += dSᵀ q · scale.
+/// dv += Pᵀ dO, dP = dO vᵀ, dS = scale · P ∘ (dP − rowsum(P ∘ dP)), dq = dS k, dk += dSᵀ q.
 #[allow(clippy::too_many_arguments)]
 fn backward(
     q: &Tensor,
     k: &Tensor,
     v: &Tensor,
-    out: &Tensor,
     grad: &Tensor,
     mask: &Tensor,
     scale: f64,
     shape: &Shapes,
 ) -> Result<(Tensor, Tensor, Tensor)> {
-    let (q, k, v, out, grad) = (
-        q.detach(),
-        k.detach(),
-        v.detach(),
-        out.detach(),
-        grad.detach(),
-    );
+    let (q, k, v, grad) = (q.detach(), k.detach(), v.detach(), grad.detach());
     let soft = mask.dtype();
     let dtype = q.dtype();
     let mut dq_chunks = Vec::new();
@@ -252,13 +244,12 @@ fn backward(
         let q_chunk = shape.rows_of(&q, start, len)?;
         let probs = probabilities(&q_chunk, &k, mask, scale, shape, start, len)?;
         let d_out = shape.rows_of(&grad, start, len)?.to_dtype(soft)?;
-        let o = shape.rows_of(&out, start, len)?.to_dtype(soft)?;
         dv = (dv + probs.t()?.matmul(&d_out)?)?;
         let d_probs = d_out.matmul(&v_soft.t()?)?;
-        let row_dot = (&d_out * &o)?.sum_keepdim(D::Minus1)?;
-        let d_scores = (&probs * d_probs.broadcast_sub(&row_dot)?)?;
-        dq_chunks.push((d_scores.matmul(&k_soft)? * scale)?);
-        dk = (dk + (d_scores.t()?.matmul(&q_chunk.to_dtype(soft)?)? * scale)?)?;
+        // scale · P ∘ (dP − rowsum(P ∘ dP)); rowsum(P ∘ dP) = rowsum(dO ∘ O).
+        let d_scores = crate::fused::softmax_backward(&probs, &d_probs, scale)?;
+        dq_chunks.push(d_scores.matmul(&k_soft)?);
+        dk = (dk + d_scores.t()?.matmul(&q_chunk.to_dtype(soft)?)?)?;
     }
     let dq = shape.join(&dq_chunks)?.to_dtype(dtype)?;
     Ok((dq, dk.to_dtype(dtype)?, dv.to_dtype(dtype)?))
@@ -283,7 +274,7 @@ mod tests {
             .unwrap()
             .broadcast_add(mask)
             .unwrap();
-        softmax_last_dim(&scores)
+        crate::layers::softmax_last_dim(&scores)
             .unwrap()
             .reshape((b, kv, rows, keys))
             .unwrap()

@@ -916,6 +916,187 @@ impl CustomOp1 for SwapMiddle {
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Attention probabilities and their softmax backward (inside the chunked attention op, which
+// keeps its own graph: no autograd here)
+
+/// `softmax(scores · scale + mask)` over the last dimension for `scores` `[batch, heads, len,
+/// keys]` and an additive `mask` `[batch, 1, seq, keys]` whose rows `start..start + len` apply:
+/// one pass per row on the CPU (f32/f64, scores in the mask's dtype), candle's ops otherwise.
+pub fn attention_probs(scores: &Tensor, mask: &Tensor, start: usize, scale: f64) -> Result<Tensor> {
+    let (batch, heads, len, keys) = scores.dims4()?;
+    let (mask_batch, _, mask_seq, mask_keys) = mask.dims4()?;
+    let fused = fusable(scores)
+        && scores.dtype() == mask.dtype()
+        && mask_batch == batch
+        && mask_keys == keys
+        && start + len <= mask_seq;
+    if !fused {
+        let scores = (scores * scale)?
+            .to_dtype(mask.dtype())?
+            .broadcast_add(&mask.narrow(2, start, len)?)?;
+        return crate::layers::softmax_last_dim(&scores);
+    }
+    fn run<T: Float>(
+        scores: &[T],
+        mask: &[T],
+        dims: [usize; 4],
+        mask_seq: usize,
+        start: usize,
+        scale: f64,
+    ) -> Vec<T> {
+        let [_, heads, len, keys] = dims;
+        let scale = T::of_f64(scale);
+        let mut out = vec![T::ZERO; scores.len()];
+        let rows = Rows::new(&mut out, keys);
+        for_rows(scores.len() / keys, |range| {
+            // SAFETY: `for_rows` hands out disjoint ranges.
+            let out = unsafe { rows.get(&range) };
+            for (o, r) in out.chunks_exact_mut(keys).zip(range) {
+                let (b, i) = (r / (heads * len), r % len);
+                let m = &mask[(b * mask_seq + start + i) * keys..][..keys];
+                let x = &scores[r * keys..(r + 1) * keys];
+                let mut max = T::ZERO - T::of_f64(f64::INFINITY);
+                for ((o, &x), &m) in o.iter_mut().zip(x).zip(m) {
+                    *o = x * scale + m;
+                    max = max.larger(*o);
+                }
+                for o in o.iter_mut() {
+                    *o = (*o - max).exp();
+                }
+                let inv = T::ONE / sum_lanes(o, |v| v);
+                for o in o.iter_mut() {
+                    *o = *o * inv;
+                }
+            }
+        });
+        out
+    }
+    let dims = [batch, heads, len, keys];
+    let probs = match scores.dtype() {
+        DType::F32 => with_slice::<f32, _>(scores, |s| {
+            with_slice::<f32, _>(mask, |m| {
+                let v = run(s, m, dims, mask_seq, start, scale);
+                Tensor::from_vec(v, scores.shape(), scores.device())
+            })
+        })?,
+        _ => with_slice::<f64, _>(scores, |s| {
+            with_slice::<f64, _>(mask, |m| {
+                let v = run(s, m, dims, mask_seq, start, scale);
+                Tensor::from_vec(v, scores.shape(), scores.device())
+            })
+        })?,
+    };
+    Ok(probs)
+}
+
+/// The scores' gradient from the probabilities `P` and their gradient `dP` (same shape, rows
+/// over the last dimension), times `scale`: `scale · P ∘ (dP − Σ_row P ∘ dP)`. One pass per
+/// row on the CPU (f32/f64), candle's ops otherwise.
+pub fn softmax_backward(probs: &Tensor, d_probs: &Tensor, scale: f64) -> Result<Tensor> {
+    if !fusable(probs) || probs.dtype() != d_probs.dtype() || probs.dims() != d_probs.dims() {
+        let row_dot = (probs * d_probs)?.sum_keepdim(D::Minus1)?;
+        return Ok(((probs * d_probs.broadcast_sub(&row_dot)?)? * scale)?);
+    }
+    fn run<T: Float>(p: &[T], dp: &[T], keys: usize, scale: f64) -> Vec<T> {
+        let scale = T::of_f64(scale);
+        let mut out = vec![T::ZERO; p.len()];
+        let rows = Rows::new(&mut out, keys);
+        for_rows(p.len() / keys, |range| {
+            // SAFETY: `for_rows` hands out disjoint ranges.
+            let out = unsafe { rows.get(&range) };
+            let span = range.start * keys..range.end * keys;
+            let (p, dp) = (&p[span.clone()], &dp[span]);
+            for ((o, p), dp) in out
+                .chunks_exact_mut(keys)
+                .zip(p.chunks_exact(keys))
+                .zip(dp.chunks_exact(keys))
+            {
+                let dot = sum_lanes2(p, dp, |a, b| a * b);
+                for ((o, &p), &dp) in o.iter_mut().zip(p).zip(dp) {
+                    *o = scale * p * (dp - dot);
+                }
+            }
+        });
+        out
+    }
+    let keys = probs.dim(D::Minus1)?;
+    let out = match probs.dtype() {
+        DType::F32 => with_slice::<f32, _>(probs, |p| {
+            with_slice::<f32, _>(d_probs, |d| {
+                Tensor::from_vec(run(p, d, keys, scale), probs.shape(), probs.device())
+            })
+        })?,
+        _ => with_slice::<f64, _>(probs, |p| {
+            with_slice::<f64, _>(d_probs, |d| {
+                Tensor::from_vec(run(p, d, keys, scale), probs.shape(), probs.device())
+            })
+        })?,
+    };
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for other crates' CPU kernels (the optimiser)
+
+/// Elements per unit of work in [`for_each_block_mut`] and [`sum_of_squares`].
+pub const PAR_BLOCK: usize = 1 << 14;
+
+/// Runs `f(offset, block)` over consecutive blocks of [`PAR_BLOCK`] elements of `data` (the last
+/// one may be shorter) on candle's CPU pool; `offset` is the block's first index.
+pub fn for_each_block_mut<T: Send>(data: &mut [T], f: impl Fn(usize, &mut [T]) + Sync) {
+    let len = data.len();
+    let blocks = Rows::new(data, PAR_BLOCK);
+    for_rows(len.div_ceil(PAR_BLOCK), |range| {
+        let offset = range.start * PAR_BLOCK;
+        // SAFETY: `for_rows` hands out disjoint ranges.
+        f(offset, unsafe { blocks.get_clamped(&range, len) });
+    });
+}
+
+/// `Σ x²` of a tensor in f64: one pass on the CPU for f32/f64 (partial sums per block, added in
+/// block order, so the result does not depend on the thread count), candle's ops otherwise.
+pub fn sum_of_squares(t: &Tensor) -> Result<f64> {
+    fn run<T: Float>(xs: &[T], to_f64: impl Fn(T) -> f64 + Sync) -> f64 {
+        let mut partials = vec![0f64; xs.len().div_ceil(PAR_BLOCK)];
+        let slots = Rows::new(&mut partials, 1);
+        for_rows(xs.len().div_ceil(PAR_BLOCK), |range| {
+            // SAFETY: `for_rows` hands out disjoint ranges.
+            let slots = unsafe { slots.get(&range) };
+            for (slot, block) in slots.iter_mut().zip(range) {
+                let part = &xs[block * PAR_BLOCK..((block + 1) * PAR_BLOCK).min(xs.len())];
+                let mut acc = [0f64; LANES];
+                let mut chunks = part.chunks_exact(LANES);
+                for chunk in &mut chunks {
+                    for (a, &x) in acc.iter_mut().zip(chunk) {
+                        let x = to_f64(x);
+                        *a += x * x;
+                    }
+                }
+                let tail: f64 = chunks
+                    .remainder()
+                    .iter()
+                    .map(|&x| to_f64(x) * to_f64(x))
+                    .sum();
+                *slot = acc.iter().sum::<f64>() + tail;
+            }
+        });
+        partials.iter().sum()
+    }
+    if !fusable(t) {
+        return Ok(t
+            .to_dtype(DType::F64)?
+            .sqr()?
+            .sum_all()?
+            .to_scalar::<f64>()?);
+    }
+    let total = match t.dtype() {
+        DType::F32 => with_slice::<f32, _>(t, |xs| Ok(run(xs, |x| x as f64)))?,
+        _ => with_slice::<f64, _>(t, |xs| Ok(run(xs, |x| x)))?,
+    };
+    Ok(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1272,6 +1453,66 @@ mod tests {
             let (_, g_plain) = grads_of(&plain, &head, &[&x]);
             let d = max_diff(g_fused[0].as_ref().unwrap(), g_plain[0].as_ref().unwrap());
             assert_eq!(d, 0.0, "{dtype:?}");
+        }
+    }
+
+    /// A `[batch, 1, seq, keys]` mask hiding a different set of keys per row.
+    fn uneven_mask(batch: usize, seq: usize, keys: usize) -> Tensor {
+        let data: Vec<f64> = (0..batch * seq * keys)
+            .map(|i| {
+                if (i * 7 + i / keys) % 5 == 0 {
+                    crate::layers::MASKED_SCORE
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        Tensor::from_vec(data, (batch, 1, seq, keys), &Device::Cpu).unwrap()
+    }
+
+    /// Scaled, masked softmax over rows `start..start + len` of the mask, against candle's ops.
+    #[test]
+    fn attention_probs_equal_the_unfused_ops() {
+        let (batch, heads, seq, keys, start, len) = (2, 3, 7, 9, 2, 4);
+        for (dtype, tolerance) in [(DType::F64, 1e-14), (DType::F32, 1e-6)] {
+            let scores = seeded(&[batch, heads, len, keys], 27, 8.0)
+                .to_dtype(dtype)
+                .unwrap();
+            let mask = uneven_mask(batch, seq, keys).to_dtype(dtype).unwrap();
+            let fused = attention_probs(&scores, &mask, start, 0.3).unwrap();
+            let plain = crate::layers::softmax_last_dim(
+                &(&scores * 0.3)
+                    .unwrap()
+                    .broadcast_add(&mask.narrow(2, start, len).unwrap())
+                    .unwrap(),
+            )
+            .unwrap();
+            assert!(max_diff(&fused, &plain) < tolerance, "{dtype:?}");
+            // Rows sum to one.
+            let sums = fused.sum(D::Minus1).unwrap().flatten_all().unwrap();
+            let ones = Tensor::ones(sums.dims(), dtype, &Device::Cpu).unwrap();
+            assert!(max_diff(&sums, &ones) < tolerance * 10.0);
+        }
+    }
+
+    /// The fused softmax backward against candle's autograd through softmax, times the scale.
+    #[test]
+    fn softmax_backward_equals_autograd() {
+        for (dtype, tolerance) in [(DType::F64, 1e-14), (DType::F32, 1e-6)] {
+            let scores =
+                Var::from_tensor(&seeded(&[2, 3, 11], 28, 3.0).to_dtype(dtype).unwrap()).unwrap();
+            let head = seeded(&[2, 3, 11], 29, 1.0).to_dtype(dtype).unwrap();
+            let scaled = (scores.as_tensor() * 0.7).unwrap();
+            let probs = crate::layers::softmax_last_dim(&scaled).unwrap();
+            let grads = (&probs * &head)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let expected = grads.get(scores.as_tensor()).unwrap();
+            let ours = softmax_backward(&probs.detach(), &head, 0.7).unwrap();
+            assert!(max_diff(&ours, expected) < tolerance, "{dtype:?}");
         }
     }
 

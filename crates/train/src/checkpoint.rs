@@ -80,7 +80,7 @@ impl Trainer {
             self.write_model_files(tmp)?;
             let dtype = self.config.precision.dtype();
             model::weights::save(
-                &self.optimizer.state_tensors(),
+                &self.optimizer.state_tensors()?,
                 dtype,
                 &tmp.join("optimizer.safetensors"),
             )?;

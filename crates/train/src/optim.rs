@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use candle_core::{DType, Tensor, Var};
+use candle_core::{CpuStorage, DType, InplaceOp2, InplaceOp3, Layout, Tensor, Var};
 
 use crate::config::AdamWConfig;
 use crate::{Error, Result};
@@ -37,11 +37,11 @@ impl AdamW {
         let params = vars
             .into_iter()
             .map(|(name, var)| {
-                let zeros = var.as_tensor().zeros_like()?;
+                // Two separate buffers: on the CPU the moments are updated in place.
                 Ok(Param {
                     decay: var.rank() >= 2,
-                    exp_avg: zeros.clone(),
-                    exp_avg_sq: zeros,
+                    exp_avg: var.as_tensor().zeros_like()?,
+                    exp_avg_sq: var.as_tensor().zeros_like()?,
                     name,
                     var,
                 })
@@ -88,6 +88,39 @@ impl AdamW {
                 Some(g) => g.to_dtype(value.dtype())?,
                 None => value.zeros_like()?,
             };
+            let decay = if param.decay && c.weight_decay > 0.0 {
+                1.0 - lr * c.weight_decay
+            } else {
+                1.0
+            };
+            if in_place_cpu(param, &grad) {
+                // The same arithmetic, in three in-place passes and no new tensors.
+                param.exp_avg.inplace_op2(
+                    &grad,
+                    &Moment {
+                        beta: c.beta1,
+                        squared: false,
+                    },
+                )?;
+                param.exp_avg_sq.inplace_op2(
+                    &grad,
+                    &Moment {
+                        beta: c.beta2,
+                        squared: true,
+                    },
+                )?;
+                value.inplace_op3(
+                    &param.exp_avg,
+                    &param.exp_avg_sq,
+                    &Update {
+                        decay,
+                        step_size,
+                        inv_bias_correction2_sqrt: 1.0 / bias_correction2_sqrt,
+                        eps: c.eps,
+                    },
+                )?;
+                continue;
+            }
             param.exp_avg = param
                 .exp_avg
                 .affine(c.beta1, 0.0)?
@@ -112,14 +145,15 @@ impl AdamW {
         Ok(())
     }
 
-    /// The moments as named tensors (`exp_avg.NAME`, `exp_avg_sq.NAME`), for checkpoints.
-    pub fn state_tensors(&self) -> BTreeMap<String, Tensor> {
+    /// The moments as named tensors (`exp_avg.NAME`, `exp_avg_sq.NAME`), for checkpoints:
+    /// copies, since the optimiser updates its own in place.
+    pub fn state_tensors(&self) -> Result<BTreeMap<String, Tensor>> {
         let mut out = BTreeMap::new();
         for p in &self.params {
-            out.insert(format!("exp_avg.{}", p.name), p.exp_avg.clone());
-            out.insert(format!("exp_avg_sq.{}", p.name), p.exp_avg_sq.clone());
+            out.insert(format!("exp_avg.{}", p.name), p.exp_avg.copy()?);
+            out.insert(format!("exp_avg_sq.{}", p.name), p.exp_avg_sq.copy()?);
         }
-        out
+        Ok(out)
     }
 
     /// Restores the moments saved by [`AdamW::state_tensors`] and the update count.
@@ -141,7 +175,8 @@ impl AdamW {
                         t.dims()
                     )));
                 }
-                Ok(t.to_dtype(dtype)?)
+                // An owned copy: the moments are updated in place.
+                Ok(t.to_dtype(dtype)?.copy()?)
             };
             p.exp_avg = take(format!("exp_avg.{}", p.name))?;
             p.exp_avg_sq = take(format!("exp_avg_sq.{}", p.name))?;
@@ -153,6 +188,158 @@ impl AdamW {
         }
         self.n_updates = n_updates;
         Ok(())
+    }
+}
+
+/// Whether the step can run in place on the CPU: the variable, its moments and the gradient
+/// are contiguous f32 or f64 CPU tensors of one dtype.
+fn in_place_cpu(param: &Param, grad: &Tensor) -> bool {
+    let value = param.var.as_tensor();
+    let dtype = value.dtype();
+    matches!(dtype, DType::F32 | DType::F64)
+        && [value, &param.exp_avg, &param.exp_avg_sq, grad]
+            .iter()
+            .all(|t| t.device().is_cpu() && t.dtype() == dtype && t.is_contiguous())
+}
+
+/// The element range a contiguous `layout` covers.
+fn span(layout: &Layout) -> candle_core::Result<std::ops::Range<usize>> {
+    layout
+        .contiguous_offsets()
+        .map(|(start, end)| start..end)
+        .ok_or_else(|| candle_core::Error::Msg("AdamW: a non-contiguous tensor".into()))
+}
+
+fn unsupported() -> candle_core::Error {
+    candle_core::Error::Msg("AdamW in place: f32 or f64 tensors of one dtype".into())
+}
+
+/// A moment in place: `m ← β m + (1 − β) g`, or `v ← β v + (1 − β) g²`.
+struct Moment {
+    beta: f64,
+    squared: bool,
+}
+
+impl InplaceOp2 for Moment {
+    fn name(&self) -> &'static str {
+        "adamw-moment"
+    }
+
+    fn cpu_fwd(
+        &self,
+        moment: &mut CpuStorage,
+        moment_layout: &Layout,
+        grad: &CpuStorage,
+        grad_layout: &Layout,
+    ) -> candle_core::Result<()> {
+        fn run<T: candle_core::WithDType + num_traits_float::Arith>(
+            m: &mut [T],
+            g: &[T],
+            beta: f64,
+            squared: bool,
+        ) {
+            let (beta, rest) = (T::from_f64(beta), T::from_f64(1.0 - beta));
+            model::fused::for_each_block_mut(m, |offset, m| {
+                let g = &g[offset..offset + m.len()];
+                for (m, &g) in m.iter_mut().zip(g) {
+                    let g = if squared { g * g } else { g };
+                    *m = *m * beta + g * rest;
+                }
+            });
+        }
+        let (ms, gs) = (span(moment_layout)?, span(grad_layout)?);
+        match (moment, grad) {
+            (CpuStorage::F32(m), CpuStorage::F32(g)) => {
+                run(&mut m[ms], &g[gs], self.beta, self.squared)
+            }
+            (CpuStorage::F64(m), CpuStorage::F64(g)) => {
+                run(&mut m[ms], &g[gs], self.beta, self.squared)
+            }
+            _ => return Err(unsupported()),
+        }
+        Ok(())
+    }
+}
+
+/// The parameter in place: `p ← p · decay − step_size · m / (sqrt(v) / sqrt(bc2) + eps)`.
+struct Update {
+    decay: f64,
+    step_size: f64,
+    inv_bias_correction2_sqrt: f64,
+    eps: f64,
+}
+
+impl InplaceOp3 for Update {
+    fn name(&self) -> &'static str {
+        "adamw-update"
+    }
+
+    fn cpu_fwd(
+        &self,
+        param: &mut CpuStorage,
+        param_layout: &Layout,
+        m: &CpuStorage,
+        m_layout: &Layout,
+        v: &CpuStorage,
+        v_layout: &Layout,
+    ) -> candle_core::Result<()> {
+        fn run<T: candle_core::WithDType + num_traits_float::Arith>(
+            p: &mut [T],
+            m: &[T],
+            v: &[T],
+            op: &Update,
+        ) {
+            let decay = T::from_f64(op.decay);
+            let step = T::from_f64(op.step_size);
+            let inv_bc2 = T::from_f64(op.inv_bias_correction2_sqrt);
+            let eps = T::from_f64(op.eps);
+            model::fused::for_each_block_mut(p, |offset, p| {
+                let span = offset..offset + p.len();
+                let (m, v) = (&m[span.clone()], &v[span]);
+                for ((p, &m), &v) in p.iter_mut().zip(m).zip(v) {
+                    let denom = v.sqrt() * inv_bc2 + eps;
+                    *p = *p * decay - (m / denom) * step;
+                }
+            });
+        }
+        let (ps, ms, vs) = (span(param_layout)?, span(m_layout)?, span(v_layout)?);
+        match (param, m, v) {
+            (CpuStorage::F32(p), CpuStorage::F32(m), CpuStorage::F32(v)) => {
+                run(&mut p[ps], &m[ms], &v[vs], self)
+            }
+            (CpuStorage::F64(p), CpuStorage::F64(m), CpuStorage::F64(v)) => {
+                run(&mut p[ps], &m[ms], &v[vs], self)
+            }
+            _ => return Err(unsupported()),
+        }
+        Ok(())
+    }
+}
+
+/// The arithmetic the in-place kernels need of f32 and f64.
+mod num_traits_float {
+    pub trait Arith:
+        Copy
+        + Send
+        + Sync
+        + std::ops::Add<Output = Self>
+        + std::ops::Sub<Output = Self>
+        + std::ops::Mul<Output = Self>
+        + std::ops::Div<Output = Self>
+    {
+        fn sqrt(self) -> Self;
+    }
+
+    impl Arith for f32 {
+        fn sqrt(self) -> Self {
+            f32::sqrt(self)
+        }
+    }
+
+    impl Arith for f64 {
+        fn sqrt(self) -> Self {
+            f64::sqrt(self)
+        }
     }
 }
 
@@ -169,11 +356,7 @@ pub fn accumulate(slot: &mut Option<Tensor>, grad: &Tensor) -> Result<()> {
 pub fn global_norm(grads: &[Option<Tensor>]) -> Result<f64> {
     let mut total = 0.0;
     for g in grads.iter().flatten() {
-        total += g
-            .to_dtype(DType::F64)?
-            .sqr()?
-            .sum_all()?
-            .to_scalar::<f64>()?;
+        total += model::fused::sum_of_squares(g)?;
     }
     Ok(total.sqrt())
 }
@@ -205,6 +388,114 @@ mod tests {
     /// Second step with g = −0.5: m = 0.045 − 0.05 = −0.005, v = 0.00024975 + 0.00025 = 0.00049975,
     /// bc1 = 0.19, bc2 = 0.001999; denom = sqrt(0.00049975 / 0.001999) + 1e-8 = 0.5000000 (0.49999...);
     /// p = 0.899000002 · 0.999 − (0.1 / 0.19) · (−0.005) / denom.
+    /// The in-place CPU step (f32, many blocks of the pool) against the same formulas written
+    /// with candle's tensor ops, bit for bit over three steps, for a decayed matrix and an
+    /// undecayed vector; a moment snapshot taken for a checkpoint does not move afterwards.
+    #[test]
+    fn in_place_step_equals_the_tensor_formulas() {
+        let device = Device::Cpu;
+        let n = 3 * model::fused::PAR_BLOCK + 5;
+        let fill = |seed: u32, scale: f32| -> Vec<f32> {
+            (0..n as u32)
+                .map(|i| ((i.wrapping_mul(2654435761) ^ seed) % 2001) as f32 / 1000.0 - 1.0)
+                .map(|x| x * scale)
+                .collect()
+        };
+        let matrix =
+            Var::from_tensor(&Tensor::from_vec(fill(1, 1.0), (n, 1), &device).unwrap()).unwrap();
+        let vector =
+            Var::from_tensor(&Tensor::from_vec(fill(2, 1.0), n, &device).unwrap()).unwrap();
+        let config = AdamWConfig {
+            lr: 0.01,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.1,
+        };
+        let mut opt = AdamW::new(
+            vec![("a".into(), matrix.clone()), ("b".into(), vector.clone())],
+            config.clone(),
+        )
+        .unwrap();
+        // The reference: PyTorch's single-tensor AdamW with candle's ops.
+        let mut reference: Vec<(Tensor, Tensor, Tensor, bool)> = [&matrix, &vector]
+            .iter()
+            .map(|v| {
+                let t = v.as_tensor().copy().unwrap();
+                let z = t.zeros_like().unwrap();
+                (t, z.clone(), z, v.rank() >= 2)
+            })
+            .collect();
+        let mut snapshot = None;
+        for step in 1..=3 {
+            let grads: Vec<Option<Tensor>> = [(&matrix, 10 + step), (&vector, 20 + step)]
+                .iter()
+                .map(|(v, seed)| {
+                    Some(Tensor::from_vec(fill(*seed, 0.3), v.dims(), &device).unwrap())
+                })
+                .collect();
+            let lr = 0.01 * step as f64;
+            opt.step(&grads, lr).unwrap();
+            let (b1, b2) = (config.beta1, config.beta2);
+            let bc1 = 1.0 - b1.powi(step as i32);
+            let bc2_sqrt = (1.0 - b2.powi(step as i32)).sqrt();
+            for ((p, m, v, decay), g) in reference.iter_mut().zip(&grads) {
+                let g = g.as_ref().unwrap();
+                *m = (m.affine(b1, 0.0).unwrap() + g.affine(1.0 - b1, 0.0).unwrap()).unwrap();
+                *v = (v.affine(b2, 0.0).unwrap() + g.sqr().unwrap().affine(1.0 - b2, 0.0).unwrap())
+                    .unwrap();
+                let factor = if *decay {
+                    1.0 - lr * config.weight_decay
+                } else {
+                    1.0
+                };
+                let denom = v
+                    .sqrt()
+                    .unwrap()
+                    .affine(1.0 / bc2_sqrt, config.eps)
+                    .unwrap();
+                let update = m.div(&denom).unwrap().affine(lr / bc1, 0.0).unwrap();
+                *p = (p.affine(factor, 0.0).unwrap() - update).unwrap();
+            }
+            if step == 1 {
+                snapshot = Some(opt.state_tensors().unwrap());
+            }
+        }
+        for (var, (expected, _, _, _)) in [&matrix, &vector].iter().zip(&reference) {
+            let got = var
+                .as_tensor()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let want = expected.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            assert!(got
+                .iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
+        // The snapshot after step 1 still holds step 1's first moment: (1 − β1) g₁.
+        let snapshot = snapshot.unwrap();
+        let m1 = snapshot["exp_avg.b"].to_vec1::<f32>().unwrap();
+        let g1 = fill(21, 0.3);
+        assert!(m1.iter().zip(&g1).all(|(m, g)| (m - g * 0.1).abs() < 1e-6));
+        let now = opt.state_tensors().unwrap()["exp_avg.b"]
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_ne!(m1, now);
+    }
+
+    #[test]
+    fn global_norm_equals_the_f64_sum() {
+        let device = Device::Cpu;
+        let n = 2 * model::fused::PAR_BLOCK + 3;
+        let values: Vec<f32> = (0..n).map(|i| ((i % 17) as f32 - 8.0) / 7.0).collect();
+        let expected = values.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>() * 2.0;
+        let g = Tensor::from_vec(values, n, &device).unwrap();
+        let norm = global_norm(&[Some(g.clone()), None, Some(g)]).unwrap();
+        assert!((norm - expected.sqrt()).abs() < 1e-9 * expected.sqrt());
+    }
+
     #[test]
     fn adamw_matches_hand_computed_steps() {
         let device = Device::Cpu;
