@@ -142,6 +142,7 @@ trait Float:
     + std::ops::Mul<Output = Self>
     + std::ops::Div<Output = Self>
     + std::ops::AddAssign
+    + std::ops::MulAssign
 {
     const ZERO: Self;
     const ONE: Self;
@@ -966,7 +967,7 @@ pub fn attention_probs(scores: &Tensor, mask: &Tensor, start: usize, scale: f64)
                 }
                 let inv = T::ONE / sum_lanes(o, |v| v);
                 for o in o.iter_mut() {
-                    *o = *o * inv;
+                    *o *= inv;
                 }
             }
         });
@@ -1460,7 +1461,7 @@ mod tests {
     fn uneven_mask(batch: usize, seq: usize, keys: usize) -> Tensor {
         let data: Vec<f64> = (0..batch * seq * keys)
             .map(|i| {
-                if (i * 7 + i / keys) % 5 == 0 {
+                if (i * 7 + i / keys).is_multiple_of(5) {
                     crate::layers::MASKED_SCORE
                 } else {
                     0.0
