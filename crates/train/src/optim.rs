@@ -232,12 +232,7 @@ impl InplaceOp2 for Moment {
         grad: &CpuStorage,
         grad_layout: &Layout,
     ) -> candle_core::Result<()> {
-        fn run<T: candle_core::WithDType + num_traits_float::Arith>(
-            m: &mut [T],
-            g: &[T],
-            beta: f64,
-            squared: bool,
-        ) {
+        fn run<T: model::fused::Float>(m: &mut [T], g: &[T], beta: f64, squared: bool) {
             let (beta, rest) = (T::from_f64(beta), T::from_f64(1.0 - beta));
             model::fused::for_each_block_mut(m, |offset, m| {
                 let g = &g[offset..offset + m.len()];
@@ -283,12 +278,7 @@ impl InplaceOp3 for Update {
         v: &CpuStorage,
         v_layout: &Layout,
     ) -> candle_core::Result<()> {
-        fn run<T: candle_core::WithDType + num_traits_float::Arith>(
-            p: &mut [T],
-            m: &[T],
-            v: &[T],
-            op: &Update,
-        ) {
+        fn run<T: model::fused::Float>(p: &mut [T], m: &[T], v: &[T], op: &Update) {
             let decay = T::from_f64(op.decay);
             let step = T::from_f64(op.step_size);
             let inv_bc2 = T::from_f64(op.inv_bias_correction2_sqrt);
@@ -313,33 +303,6 @@ impl InplaceOp3 for Update {
             _ => return Err(unsupported()),
         }
         Ok(())
-    }
-}
-
-/// The arithmetic the in-place kernels need of f32 and f64.
-mod num_traits_float {
-    pub trait Arith:
-        Copy
-        + Send
-        + Sync
-        + std::ops::Add<Output = Self>
-        + std::ops::Sub<Output = Self>
-        + std::ops::Mul<Output = Self>
-        + std::ops::Div<Output = Self>
-    {
-        fn sqrt(self) -> Self;
-    }
-
-    impl Arith for f32 {
-        fn sqrt(self) -> Self {
-            f32::sqrt(self)
-        }
-    }
-
-    impl Arith for f64 {
-        fn sqrt(self) -> Self {
-            f64::sqrt(self)
-        }
     }
 }
 
