@@ -110,7 +110,31 @@ fn save_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
 #[derive(Serialize, Deserialize)]
 struct Cached<T> {
     snapshot: String,
+    /// `testrun::runner::RUNNER_VERSION` of the runs that measured it (absent: 1). A product
+    /// measured by another runner version is measured again.
+    #[serde(default = "first_runner")]
+    runner: u32,
     value: T,
+}
+
+fn first_runner() -> u32 {
+    1
+}
+
+impl<T> Cached<T> {
+    fn new(snapshot: &str, value: T) -> Cached<T> {
+        Cached {
+            snapshot: snapshot.to_string(),
+            runner: testrun::runner::RUNNER_VERSION,
+            value,
+        }
+    }
+
+    /// The value, if it was measured on `snapshot` by this runner.
+    fn valid_for(self, snapshot: &str) -> Option<T> {
+        (self.snapshot == snapshot && self.runner == testrun::runner::RUNNER_VERSION)
+            .then_some(self.value)
+    }
 }
 
 /// Prepares one project end to end, reusing cached products.
@@ -157,18 +181,14 @@ pub async fn prepare_state(
     let snapshot = store.import_dir(&prepared.tree, None)?;
     let runner = TestRunner::new(prepared.clone());
     let baseline_path = dir.join("baseline.json");
-    let baseline = match load_json::<Cached<Baseline>>(&baseline_path) {
-        Some(cached) if cached.snapshot == snapshot.id => cached.value,
-        _ => {
+    let cached =
+        load_json::<Cached<Baseline>>(&baseline_path).and_then(|c| c.valid_for(&snapshot.id));
+    let baseline = match cached {
+        Some(baseline) => baseline,
+        None => {
             let baseline =
                 Baseline::measure(&runner, sandbox, &snapshot, baseline_runs, timeout).await?;
-            save_json(
-                &baseline_path,
-                &Cached {
-                    snapshot: snapshot.id.clone(),
-                    value: baseline.clone(),
-                },
-            )?;
+            save_json(&baseline_path, &Cached::new(&snapshot.id, baseline.clone()))?;
             baseline
         }
     };
@@ -176,18 +196,14 @@ pub async fn prepare_state(
         Ecosystem::Crates => None,
         Ecosystem::Pypi => {
             let coverage_path = dir.join("coverage.json");
-            Some(match load_json::<Cached<Coverage>>(&coverage_path) {
-                Some(cached) if cached.snapshot == snapshot.id => cached.value,
-                _ => {
+            let cached = load_json::<Cached<Coverage>>(&coverage_path)
+                .and_then(|c| c.valid_for(&snapshot.id));
+            Some(match cached {
+                Some(coverage) => coverage,
+                None => {
                     let coverage =
                         measure_coverage(&runner, sandbox, &snapshot, timeout * 4).await?;
-                    save_json(
-                        &coverage_path,
-                        &Cached {
-                            snapshot: snapshot.id.clone(),
-                            value: coverage.clone(),
-                        },
-                    )?;
+                    save_json(&coverage_path, &Cached::new(&snapshot.id, coverage.clone()))?;
                     coverage
                 }
             })
@@ -225,11 +241,8 @@ async fn measure_coverage(
                 &Selection::All,
                 timeout,
                 &["-p".into(), "atomskill_cov".into()],
+                // `.atomskill` is on the run's PYTHONPATH already (`TestRunner::run_env`).
                 &[
-                    (
-                        "PYTHONPATH".into(),
-                        format!(":{}/.atomskill", sandbox::WORKSPACE),
-                    ),
                     ("ATOMSKILL_COV_ROOT".into(), sandbox::WORKSPACE.into()),
                     (
                         "ATOMSKILL_COV_OUT".into(),
@@ -267,4 +280,23 @@ async fn measure_coverage(
         }
     }
     Ok(coverage)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_products_of_another_runner_or_snapshot_are_measured_again() {
+        // Written before the runner had a version: no `runner` field.
+        let old: Cached<u32> = serde_json::from_str(r#"{"snapshot":"s1","value":7}"#).unwrap();
+        assert_eq!(old.runner, 1);
+        assert_eq!(old.valid_for("s1"), None);
+        let current: Cached<u32> =
+            serde_json::from_slice(&serde_json::to_vec(&Cached::new("s1", 7)).unwrap()).unwrap();
+        assert_eq!(current.valid_for("s2"), None);
+        let current: Cached<u32> =
+            serde_json::from_slice(&serde_json::to_vec(&Cached::new("s1", 7)).unwrap()).unwrap();
+        assert_eq!(current.valid_for("s1"), Some(7));
+    }
 }

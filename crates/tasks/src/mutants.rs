@@ -130,13 +130,20 @@ pub async fn run_fast(
     }
     let junit = format!(".atomskill/{JUNIT_PATH}");
     let argv = runner.command(&Selection::Ids(vec![grade_path.to_string()]), &junit);
+    // The seed plugin first, as the slow path's run loads it.
+    let pytest_args: Vec<String> = testrun::runner::SEED_PLUGIN_ARGS
+        .iter()
+        .map(|a| a.to_string())
+        .chain(argv[3..].iter().cloned())
+        .collect();
     let spec = serde_json::json!({
         "target": target,
-        "pytest_args": argv[3..],
+        "pytest_args": pytest_args,
         "mutants": spec_mutants,
         "timeout": timeout.as_secs_f64(),
         "result": format!("{}/{RESULT_PATH}", sandbox::WORKSPACE),
     });
+    runner.install_plugins(episode)?;
     episode.write_file(RUNNER_PATH, RUNNER.as_bytes(), false)?;
     episode.write_file(SPEC_PATH, spec.to_string().as_bytes(), false)?;
     let whole = timeout.saturating_mul(spec_mutants.len() as u32 + 1);
@@ -146,12 +153,7 @@ pub async fn run_fast(
         format!("{}/{SPEC_PATH}", sandbox::WORKSPACE),
     ])
     .timeout(whole);
-    request.env = runner
-        .prepared()
-        .run_env
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    request.env = runner.run_env().into_iter().collect();
     let result = episode.exec(&request).await?;
     run.wall_seconds = result.duration.as_secs_f64();
     let report = match episode.read_file(RESULT_PATH, 64 << 20) {

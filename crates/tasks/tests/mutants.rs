@@ -385,6 +385,24 @@ async fn fast_and_slow_paths_kill_the_same_mutants() {
         &[],
     )
     .await;
+    // Tests that draw random numbers: every test starts from the same fixed seed, in both
+    // paths, so the draws (and the verdict) are the same in every run.
+    check(
+        &mut grader,
+        &killable,
+        &answer("random_draws.py"),
+        0.0,
+        &[
+            "area_const",
+            "fib_base",
+            "adder",
+            "count_step",
+            "grow_guard",
+            "unit_zero",
+        ],
+        &["adder"],
+    )
+    .await;
     // A skipped test and an xfail are not kills (the slow path used to count any non-pass).
     check(
         &mut grader,

@@ -95,6 +95,20 @@ pub struct TestRunner {
 /// The workspace-relative path pytest writes its report to.
 const JUNIT_DIR: &str = ".atomskill";
 
+/// The seed plugin (`py/atomskill_seed.py`): every pytest run of ours loads it, so a test's
+/// random draws are the same in every run.
+const SEED_PLUGIN: &str = include_str!("../py/atomskill_seed.py");
+
+/// Where the seed plugin is written in an episode (workspace-relative).
+pub const SEED_PLUGIN_PATH: &str = ".atomskill/atomskill_seed.py";
+
+/// The pytest arguments that load the seed plugin.
+pub const SEED_PLUGIN_ARGS: [&str; 2] = ["-p", "atomskill_seed"];
+
+/// What a run measures with, besides the project: bump it when a change to the runner can change
+/// a test's status, so that statuses cached under the old one are measured again.
+pub const RUNNER_VERSION: u32 = 2;
+
 /// pytest options that take their value as the next argument.
 const PYTEST_VALUE_OPTIONS: &[&str] = &[
     "-p",
@@ -184,6 +198,31 @@ impl TestRunner {
         }
     }
 
+    /// The environment of a test run: the project's, plus (Python) the directory of the
+    /// plugins [`TestRunner::install_plugins`] writes on `PYTHONPATH`.
+    pub fn run_env(&self) -> BTreeMap<String, String> {
+        let mut env = self.prepared.run_env.clone();
+        if self.prepared.spec.ecosystem == Ecosystem::Pypi {
+            let dir = format!("{}/{JUNIT_DIR}", sandbox::WORKSPACE);
+            let joined = env
+                .get("PYTHONPATH")
+                .map_or(dir.clone(), |v| format!("{v}:{dir}"));
+            env.insert("PYTHONPATH".into(), joined);
+        }
+        env
+    }
+
+    /// Writes the plugins every pytest run loads into `episode` (nothing for crates). Run
+    /// before each run: the agent may have changed or removed the file in its own episode.
+    pub fn install_plugins(&self, episode: &Episode) -> Result<()> {
+        if self.prepared.spec.ecosystem == Ecosystem::Pypi {
+            episode
+                .write_file(SEED_PLUGIN_PATH, SEED_PLUGIN.as_bytes(), false)
+                .map_err(Error::Sandbox)?;
+        }
+        Ok(())
+    }
+
     /// Runs `selection` in `episode` and parses the outcome. For crates the whole suite runs
     /// (it is small and cargo filters by substring) and the selection is applied afterwards.
     pub async fn run(
@@ -209,11 +248,13 @@ impl TestRunner {
         let junit = format!("{JUNIT_DIR}/junit-{}.xml", episode.id().replace('/', "_"));
         let mut argv = self.command(selection, &junit);
         if spec.ecosystem == Ecosystem::Pypi {
+            self.install_plugins(episode)?;
             let at = argv.len() - selection.arguments().len();
-            argv.splice(at..at, extra_args.iter().cloned());
+            let extra = SEED_PLUGIN_ARGS.iter().map(|a| a.to_string());
+            argv.splice(at..at, extra.chain(extra_args.iter().cloned()));
         }
         let mut request = ExecRequest::new(argv).timeout(timeout);
-        let mut env = self.prepared.run_env.clone();
+        let mut env = self.run_env();
         for (key, value) in extra_env {
             match value.strip_prefix(':') {
                 Some(suffix) => {
