@@ -240,6 +240,8 @@ pub async fn run(home: &Path, args: QuickstartArgs) -> Result<ExitCode> {
             micro_batch_tokens: 4096,
             max_seq_len: Some(2048),
             min_reward: 1.0,
+            // A model from a seed knows no language yet: it learns the prompts' as well.
+            train_on_prompt: args.model.is_none(),
             seed: args.seed,
             checkpoint_every: 10,
             resume: true,

@@ -51,6 +51,11 @@ pub struct SftArgs {
     /// kept when their outcome is `submitted`).
     #[arg(long, default_value_t = 1.0)]
     pub(crate) min_reward: f64,
+    /// Train on every token of a conversation (system prompt, tool descriptions, tool output),
+    /// not only the assistant's turns: for a model trained from scratch, which must learn the
+    /// language of the prompts before it can answer them (axolotl's `train_on_inputs`).
+    #[arg(long)]
+    pub(crate) train_on_prompt: bool,
     /// Seed of the data order (recorded in the checkpoint).
     #[arg(long, default_value_t = 0)]
     pub(crate) seed: u64,
@@ -103,7 +108,10 @@ pub fn run_sft(args: SftArgs) -> Result<ExitCode> {
     } else {
         None
     };
-    let (data, n_skipped) = sft::sequences(&selection.kept, renderer.as_ref())?;
+    let (mut data, n_skipped) = sft::sequences(&selection.kept, renderer.as_ref())?;
+    if args.train_on_prompt {
+        sft::train_on_every_token(&mut data);
+    }
     if data.is_empty() {
         bail!(
             "no training sequences ({} trajectories kept, {n_skipped} could not be rendered)",

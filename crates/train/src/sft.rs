@@ -286,6 +286,14 @@ pub fn sequences(
     Ok((out, n_skipped))
 }
 
+/// Marks every token of each sequence for training (the first is never a target): the prompt,
+/// tool output and end-of-turn tokens as well as the assistant's turns.
+pub fn train_on_every_token(sequences: &mut [Sequence]) {
+    for s in sequences {
+        s.loss_mask.iter_mut().for_each(|m| *m = 1);
+    }
+}
+
 /// Where the SFT data order stands: epoch `epoch` is the permutation seeded by
 /// `derive_seed(seed, epoch)`, and `position` sequences of it have been used.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -136,6 +136,17 @@ fn text_only_trajectories_train_only_assistant_turns() {
     // Everything together is the template's rendering.
     let full = renderer.tokenizer.decode(&seq.tokens, false).unwrap();
     assert!(full.starts_with("<|im_start|>system\nYou fix code.<|im_end|>\n<|im_start|>user\n"));
+    // Trained on the prompt as well: every token but the first is a target, so the targets
+    // decode to the whole conversation without its first token.
+    let mut everything = vec![seq.clone()];
+    sft::train_on_every_token(&mut everything);
+    assert_eq!(everything[0].n_trained(), seq.tokens.len() - 1);
+    assert!(everything[0].n_trained() > seq.n_trained() + 10);
+    let targets = renderer
+        .tokenizer
+        .decode(&everything[0].tokens[1..], false)
+        .unwrap();
+    assert!(full.ends_with(&targets) && full.starts_with("<|im_start|>"));
 }
 
 #[test]
