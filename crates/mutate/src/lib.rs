@@ -14,6 +14,7 @@ mod items;
 mod python;
 mod rust;
 mod sample;
+pub mod trim;
 
 use std::collections::BTreeSet;
 use std::fmt;

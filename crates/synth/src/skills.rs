@@ -508,10 +508,13 @@ async fn review(
 
 /// One test-generation instance for a function with validated bugs: the kept mutants are those
 /// the chosen gold test file kills.
-pub fn test_generation(state: &ProjectState, bugs: &[&Bug]) -> Option<Instance> {
+pub fn test_generation(state: &ProjectState, bugs: &[&Bug]) -> Option<TestGenInstance> {
     let spec = state.spec();
     if spec.ecosystem == Ecosystem::Crates {
-        return rust_test_generation(state, bugs);
+        return rust_test_generation(state, bugs).map(|instance| TestGenInstance {
+            instance,
+            full_gold: None,
+        });
     }
     let first = bugs.first()?;
     let function_name = first.function.clone()?;
@@ -532,7 +535,20 @@ pub fn test_generation(state: &ProjectState, bugs: &[&Bug]) -> Option<Instance> 
     let (gold_file, killed) = kills
         .into_iter()
         .max_by_key(|(file, b)| (b.len(), std::cmp::Reverse(file.clone())))?;
-    let gold_test = state.read_pristine(&gold_file)?;
+    let full_gold = state.read_pristine(&gold_file)?;
+    // The tests of the file that fail on some kept mutant: the rest go (see
+    // `mutate::trim`), so that the gold answer is what an agent could write in its context.
+    let keep: BTreeSet<String> = killed
+        .iter()
+        .flat_map(|b| b.fail_to_pass.iter())
+        .filter_map(|id| id.strip_prefix(&format!("{gold_file}::")))
+        .filter_map(|rest| rest.split('[').next()?.rsplit("::").next())
+        .map(String::from)
+        .collect();
+    let trimmed = mutate::trim::keep_python_tests(&full_gold, &keep)
+        .ok()
+        .flatten();
+    let gold_test = trimmed.clone().unwrap_or_else(|| full_gold.clone());
     let dir = gold_file
         .rsplit_once('/')
         .map_or(String::new(), |(d, _)| format!("{d}/"));
@@ -565,7 +581,36 @@ pub fn test_generation(state: &ProjectState, bugs: &[&Bug]) -> Option<Instance> 
     );
     inst.extra
         .insert("gold_test_file".into(), serde_json::json!(gold_file));
-    Some(inst)
+    inst.extra.insert(
+        "gold_test_trimmed".into(),
+        serde_json::json!(trimmed.is_some()),
+    );
+    Some(TestGenInstance {
+        instance: inst,
+        full_gold: trimmed.map(|_| full_gold),
+    })
+}
+
+/// A test-generation instance and, when its gold test is the project's file trimmed to the tests
+/// that matter, the whole file: the fallback if the trimmed one does not validate.
+pub struct TestGenInstance {
+    pub instance: Instance,
+    pub full_gold: Option<String>,
+}
+
+impl TestGenInstance {
+    /// The instance with the whole file as its gold test, if it had a trimmed one.
+    pub fn untrimmed(&self) -> Option<Instance> {
+        let full = self.full_gold.clone()?;
+        let mut instance = self.instance.clone();
+        if let Task::TestGeneration { gold_test, .. } = &mut instance.task {
+            *gold_test = full;
+        }
+        instance
+            .extra
+            .insert("gold_test_trimmed".into(), serde_json::json!(false));
+        Some(instance)
+    }
 }
 
 /// A kept bug as a mutant whose file reads `content`.

@@ -93,6 +93,26 @@ async fn mini_project_end_to_end() {
             );
         }
     }
+    // Gold test files are trimmed to the tests that kill the kept mutants (the fixture's file
+    // tests four functions), and still validated above.
+    let mut trimmed = 0;
+    for instance in &by_skill[&Skill::TestGeneration] {
+        let Task::TestGeneration { gold_test, .. } = &instance.task else {
+            unreachable!()
+        };
+        let file = instance.extra["gold_test_file"].as_str().unwrap();
+        let whole = std::fs::read_to_string(state.prepared.tree.join(file)).unwrap();
+        if instance.extra["gold_test_trimmed"] == serde_json::json!(true) {
+            trimmed += 1;
+            assert!(
+                gold_test.matches("def test_").count() < whole.matches("def test_").count(),
+                "{gold_test}"
+            );
+        } else {
+            assert_eq!(gold_test, &whole);
+        }
+    }
+    assert!(trimmed > 0);
     // Review labels come from running the hidden tests: the gold fix is right, the rest is not.
     for instance in &by_skill[&Skill::Review] {
         let Task::Review {
