@@ -19,8 +19,14 @@ use crate::common::{self, code_children};
 use crate::{Language, Result};
 
 /// `source` with the test functions and methods named outside `keep` removed; `None` if nothing
-/// would be removed.
-pub fn keep_python_tests(source: &str, keep: &BTreeSet<String>) -> Result<Option<String>> {
+/// would be removed. A top-level class that loses every test method it defines goes as a whole
+/// when it is not in `classes` (the classes that hold a kept test, perhaps an inherited one) and
+/// its name appears nowhere else in the file.
+pub fn keep_python_tests(
+    source: &str,
+    keep: &BTreeSet<String>,
+    classes: &BTreeSet<String>,
+) -> Result<Option<String>> {
     let mut parser = common::parser(Language::Python)?;
     let tree = common::parse(&mut parser, Language::Python, "<test file>", source)?;
     // Byte ranges to cut, and where a class body emptied by the cuts needs a `pass`.
@@ -46,6 +52,20 @@ pub fn keep_python_tests(source: &str, keep: &BTreeSet<String>) -> Result<Option
                     })
                     .collect();
                 if removed.is_empty() {
+                    continue;
+                }
+                let defines_kept_test = members.iter().any(|member| {
+                    let (_, inner) = unwrap_decorated(*member);
+                    inner.kind() == "function_definition"
+                        && name_of(inner, source).is_some_and(|n| keep.contains(n))
+                });
+                let name = name_of(definition, source).unwrap_or_default();
+                let (start, end) = line_span(source, outer);
+                if !defines_kept_test
+                    && !classes.contains(name)
+                    && !mentioned_outside(source, name, start, end)
+                {
+                    cuts.push((start, end));
                     continue;
                 }
                 if removed.len() == members.len() {
@@ -87,13 +107,27 @@ fn unwrap_decorated(node: Node) -> (Node, Node) {
     (node, node)
 }
 
+fn name_of<'s>(definition: Node, source: &'s str) -> Option<&'s str> {
+    let name = definition.child_by_field_name("name")?;
+    Some(&source[name.start_byte()..name.end_byte()])
+}
+
 /// A function named `test*` (pytest's and unittest's default) that is not kept.
 fn is_unwanted(definition: Node, source: &str, keep: &BTreeSet<String>) -> bool {
-    let Some(name) = definition.child_by_field_name("name") else {
-        return false;
-    };
-    let name = &source[name.start_byte()..name.end_byte()];
-    name.starts_with("test") && !keep.contains(name)
+    name_of(definition, source).is_some_and(|name| name.starts_with("test") && !keep.contains(name))
+}
+
+/// Whether `name` occurs as a whole identifier in `source` outside `start..end`.
+fn mentioned_outside(source: &str, name: &str, start: usize, end: usize) -> bool {
+    let is_ident = |c: char| c == '_' || c.is_alphanumeric();
+    source.match_indices(name).any(|(at, _)| {
+        let before = source[..at].chars().next_back().is_some_and(is_ident);
+        let after = source[at + name.len()..]
+            .chars()
+            .next()
+            .is_some_and(is_ident);
+        !before && !after && !(start..end).contains(&at)
+    })
 }
 
 /// From the start of `node`'s first line to the end of its last (its newline included).
@@ -107,7 +141,8 @@ fn line_span(source: &str, node: Node) -> (usize, usize) {
     (start, end)
 }
 
-/// Runs of more than two blank lines (left where definitions were cut) become two.
+/// Runs of more than two blank lines (left where definitions were cut) become two, and the
+/// file ends in one newline.
 fn collapse_blank_lines(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut blank = 0;
@@ -122,6 +157,9 @@ fn collapse_blank_lines(text: &str) -> String {
         }
         out.push_str(line);
     }
+    let end = out.trim_end().len();
+    out.truncate(end);
+    out.push('\n');
     out
 }
 
@@ -177,7 +215,7 @@ class TestOthers:
 
     #[test]
     fn unkept_tests_go_and_everything_else_stays() {
-        let out = keep_python_tests(FILE, &keep(&["test_two", "test_small"]))
+        let out = keep_python_tests(FILE, &keep(&["test_two", "test_small"]), &keep(&[]))
             .unwrap()
             .unwrap();
         let expected = r#"import pytest
@@ -207,13 +245,27 @@ class TestThings:
 
     def test_small(self):
         assert f(self.x) == 2
-
-
-class TestOthers:
-    pass
 "#;
         assert_eq!(out, expected);
         crate::parse_check(Language::Python, "t.py", &out).unwrap();
+    }
+
+    #[test]
+    fn an_emptied_class_that_another_names_stays() {
+        let file = "class TestBase:\n    def test_a(self):\n        pass\n\n\nclass TestChild(TestBase):\n    def test_b(self):\n        pass\n";
+        let out = keep_python_tests(file, &keep(&["test_b"]), &keep(&["TestChild"]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            out,
+            "class TestBase:\n    pass\n\n\nclass TestChild(TestBase):\n    def test_b(self):\n        pass\n"
+        );
+        // Named only as part of a longer name, it goes.
+        let file = "X = 'TestBaseline'\n\n\nclass TestBase:\n    def test_a(self):\n        pass\n";
+        let out = keep_python_tests(file, &keep(&[]), &keep(&[]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(out, "X = 'TestBaseline'\n");
     }
 
     #[test]
@@ -225,10 +277,15 @@ class TestOthers:
             "test_big",
             "test_other",
         ]);
-        assert_eq!(keep_python_tests(FILE, &all).unwrap(), None);
-        let out = keep_python_tests(FILE, &keep(&[])).unwrap().unwrap();
+        assert_eq!(keep_python_tests(FILE, &all, &keep(&[])).unwrap(), None);
+        // Both classes hold kept (inherited) tests: they stay, emptied of their own.
+        let classes = keep(&["TestThings", "TestOthers"]);
+        let out = keep_python_tests(FILE, &keep(&[]), &classes)
+            .unwrap()
+            .unwrap();
         assert!(!out.contains("def test_"), "{out}");
         assert!(out.contains("def helper") && out.contains("def setup_method"));
+        assert!(out.ends_with("class TestOthers:\n    pass\n"), "{out}");
         crate::parse_check(Language::Python, "t.py", &out).unwrap();
     }
 }

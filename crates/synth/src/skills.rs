@@ -538,14 +538,23 @@ pub fn test_generation(state: &ProjectState, bugs: &[&Bug]) -> Option<TestGenIns
     let full_gold = state.read_pristine(&gold_file)?;
     // The tests of the file that fail on some kept mutant: the rest go (see
     // `mutate::trim`), so that the gold answer is what an agent could write in its context.
-    let keep: BTreeSet<String> = killed
+    // Node ids `FILE::[Class::...]name[params]`: the bare names, and the classes that hold them.
+    let kept_ids: Vec<Vec<&str>> = killed
         .iter()
         .flat_map(|b| b.fail_to_pass.iter())
         .filter_map(|id| id.strip_prefix(&format!("{gold_file}::")))
-        .filter_map(|rest| rest.split('[').next()?.rsplit("::").next())
-        .map(String::from)
+        .filter_map(|rest| Some(rest.split('[').next()?.split("::").collect()))
         .collect();
-    let trimmed = mutate::trim::keep_python_tests(&full_gold, &keep)
+    let keep: BTreeSet<String> = kept_ids
+        .iter()
+        .filter_map(|parts| parts.last().map(|n| n.to_string()))
+        .collect();
+    let classes: BTreeSet<String> = kept_ids
+        .iter()
+        .flat_map(|parts| parts[..parts.len().saturating_sub(1)].iter())
+        .map(|c| c.to_string())
+        .collect();
+    let trimmed = mutate::trim::keep_python_tests(&full_gold, &keep, &classes)
         .ok()
         .flatten();
     let gold_test = trimmed.clone().unwrap_or_else(|| full_gold.clone());
