@@ -22,7 +22,7 @@ use tasks::{GradedProject, Grader, Instance, Skill};
 use crate::bugs::{validate, Bug, Outcome, Rejection};
 use crate::error::{Error, Result};
 use crate::project::{prepare_project, ProjectState};
-use crate::skills::{instances_for_bug, test_generation, Context};
+use crate::skills::{instances_for_bug, test_generation, Context, TestGenInstance};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SynthOptions {
@@ -500,10 +500,13 @@ pub async fn synth_state(
                 .push(bug);
         }
         for group in by_function.values() {
-            let Some(made) = test_generation(&state, group) else {
+            let Some(TestGenInstance {
+                mut instance,
+                full_gold,
+            }) = test_generation(&state, group)
+            else {
                 continue;
             };
-            let mut instance = made.instance.clone();
             if existing.contains(&instance.instance_id) {
                 continue;
             }
@@ -511,8 +514,8 @@ pub async fn synth_state(
                 crate::validate::validate_instance(&grader, &instance).await?;
             // A trimmed gold test that fails validation (a kept test needed one that was cut):
             // the whole file instead.
-            if let (false, Some(untrimmed)) = (valid, made.untrimmed()) {
-                instance = untrimmed;
+            if let (false, Some(full)) = (valid, full_gold) {
+                instance = crate::skills::with_whole_gold(instance, full);
                 (valid, validation) =
                     crate::validate::validate_instance(&grader, &instance).await?;
             }

@@ -292,11 +292,10 @@ mod tests {
         let old: Cached<u32> = serde_json::from_str(r#"{"snapshot":"s1","value":7}"#).unwrap();
         assert_eq!(old.runner, 1);
         assert_eq!(old.valid_for("s1"), None);
-        let current: Cached<u32> =
-            serde_json::from_slice(&serde_json::to_vec(&Cached::new("s1", 7)).unwrap()).unwrap();
-        assert_eq!(current.valid_for("s2"), None);
-        let current: Cached<u32> =
-            serde_json::from_slice(&serde_json::to_vec(&Cached::new("s1", 7)).unwrap()).unwrap();
-        assert_eq!(current.valid_for("s1"), Some(7));
+        let written = || -> Cached<u32> {
+            serde_json::from_slice(&serde_json::to_vec(&Cached::new("s1", 7)).unwrap()).unwrap()
+        };
+        assert_eq!(written().valid_for("s2"), None);
+        assert_eq!(written().valid_for("s1"), Some(7));
     }
 }

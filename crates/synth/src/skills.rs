@@ -554,6 +554,7 @@ pub fn test_generation(state: &ProjectState, bugs: &[&Bug]) -> Option<TestGenIns
         .flat_map(|parts| parts[..parts.len().saturating_sub(1)].iter())
         .map(|c| c.to_string())
         .collect();
+    // A file tree-sitter cannot parse is not trimmed: the whole file is a valid gold test.
     let trimmed = mutate::trim::keep_python_tests(&full_gold, &keep, &classes)
         .ok()
         .flatten();
@@ -607,19 +608,15 @@ pub struct TestGenInstance {
     pub full_gold: Option<String>,
 }
 
-impl TestGenInstance {
-    /// The instance with the whole file as its gold test, if it had a trimmed one.
-    pub fn untrimmed(&self) -> Option<Instance> {
-        let full = self.full_gold.clone()?;
-        let mut instance = self.instance.clone();
-        if let Task::TestGeneration { gold_test, .. } = &mut instance.task {
-            *gold_test = full;
-        }
-        instance
-            .extra
-            .insert("gold_test_trimmed".into(), serde_json::json!(false));
-        Some(instance)
+/// `instance` with `full` (the whole test file) as its gold test.
+pub fn with_whole_gold(mut instance: Instance, full: String) -> Instance {
+    if let Task::TestGeneration { gold_test, .. } = &mut instance.task {
+        *gold_test = full;
     }
+    instance
+        .extra
+        .insert("gold_test_trimmed".into(), serde_json::json!(false));
+    instance
 }
 
 /// A kept bug as a mutant whose file reads `content`.
