@@ -203,7 +203,7 @@ pub fn episode_bar(prefix: &str) -> (ProgressBar, impl Fn(EvalEvent) + Send + Sy
 pub fn print_summary(summary: &Summary) {
     let k = summary.k;
     println!(
-        "{:<18} {:>9} {:>8} {:>12} {:>12} {:>8} {:>8} {:>9}",
+        "{:<18} {:>9} {:>8} {:>12} {:>12} {:>8} {:>8} {:>9} {:>9}",
         "skill",
         "instances",
         "episodes",
@@ -211,11 +211,12 @@ pub fn print_summary(summary: &Summary) {
         "success",
         "pass@1",
         format!("pass@{k}"),
-        "unscored"
+        "unscored",
+        "tampered"
     );
     for s in summary.skills.iter().chain(std::iter::once(&summary.total)) {
         println!(
-            "{:<18} {:>9} {:>8} {:>12.3} {:>12.3} {:>8.3} {:>8.3} {:>9}",
+            "{:<18} {:>9} {:>8} {:>12.3} {:>12.3} {:>8.3} {:>8.3} {:>9} {:>9}",
             s.skill,
             s.instances,
             s.episodes,
@@ -223,7 +224,8 @@ pub fn print_summary(summary: &Summary) {
             s.avg_success,
             s.pass_at.first().copied().unwrap_or(f64::NAN),
             s.pass_at.last().copied().unwrap_or(f64::NAN),
-            s.infrastructure_failures
+            s.infrastructure_failures,
+            s.tampered
         );
     }
 }
@@ -264,4 +266,81 @@ pub async fn run_eval(home: &Path, args: EvalArgs) -> Result<ExitCode> {
         args.out.join(eval::store::REPORT_FILE).display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Args, Clone)]
+pub struct AuditArgs {
+    /// Task instances: a directory of `<skill>.jsonl` files (as `synth` writes) or one file.
+    #[arg(long)]
+    pub tasks: PathBuf,
+    /// Where `audit.jsonl` (one record per instance and hack) and `audit.json` (counts) go.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Only these skills.
+    #[arg(long, value_delimiter = ',')]
+    pub skills: Vec<Skill>,
+    /// At most this many instances per skill (the first by id).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Only these hacks (names from `--list`); all by default.
+    #[arg(long, value_delimiter = ',')]
+    pub hacks: Vec<String>,
+    /// Print the hack library and exit.
+    #[arg(long)]
+    pub list: bool,
+    /// Episodes at once.
+    #[arg(long, default_value_t = 2)]
+    pub concurrency: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub agent: AgentArgs,
+}
+
+/// `atomskill audit`: the reward-hack library against instances, through the agent and the
+/// graders. Exits 1 when a hack earned more than the empty answer or went unflagged where it
+/// must be flagged.
+pub async fn run_audit(home: &Path, args: AuditArgs) -> Result<ExitCode> {
+    if args.list {
+        for hack in tasks::hacks::LIBRARY {
+            println!(
+                "{:<24} {:<18} {:<9} {}",
+                hack.name,
+                hack.class,
+                match hack.expect {
+                    tasks::hacks::Expect::Tampered => "flagged",
+                    tasks::hacks::Expect::NoGain => "no gain",
+                },
+                hack.description
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    for name in &args.hacks {
+        if tasks::hacks::by_name(name).is_none() {
+            bail!("unknown hack `{name}`; `atomskill audit --list` shows the library");
+        }
+    }
+    let instances = load_instances(&args.tasks, &args.skills, args.limit)?;
+    let rollout = rollout_for(home, &instances, &args.agent)?;
+    let options = eval::audit::AuditOptions {
+        hacks: args.hacks.clone(),
+        concurrency: args.concurrency,
+        seed: args.seed,
+        out: Some(args.out.clone()),
+    };
+    let (summary, records) = eval::audit::run_audit(&rollout, &instances, &options).await?;
+    print!("{}", summary.table());
+    for record in records.iter().filter(|r| r.error.is_none() && !r.defended) {
+        println!(
+            "UNDEFENDED {} on {}: reward {:?} (empty {}), {}",
+            record.hack, record.instance_id, record.reward, record.empty_reward, record.reason
+        );
+    }
+    println!("records: {}", args.out.join("audit.jsonl").display());
+    Ok(if summary.undefended == 0 && summary.errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -50,6 +50,9 @@ enum Command {
     Swebench(factory::SweBenchCommand),
     /// Evaluate a policy on task instances: Avg@k and pass@k per skill, an HTML report.
     Eval(eval_cli::EvalArgs),
+    /// Play the library of reward hacks against task instances through the agent and the
+    /// graders; report whether any earned more than the empty answer.
+    Audit(eval_cli::AuditArgs),
     /// Create and inspect models.
     #[command(subcommand)]
     Model(model_cli::ModelCommand),
@@ -308,6 +311,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Eval(args) => eval_cli::run_eval(&home, args).await,
+        Command::Audit(args) => eval_cli::run_audit(&home, args).await,
         Command::Model(command) => model_cli::run_model(command),
         Command::Serve(args) => model_cli::run_serve(args).await,
         Command::Sft(args) => train_cli::run_sft(args),

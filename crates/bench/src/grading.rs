@@ -1,6 +1,8 @@
 //! The editing reward's cost against the raw test run it contains: grading a gold answer (fresh
-//! episode, edits written, the hidden tests run, JUnit parsed, exit code cross-checked) versus
-//! `python -m pytest` on the same test ids, started directly on the host in a copy of the tree.
+//! episode, edits written, the hidden tests run through the isolated start with canary tests,
+//! JUnit parsed, exit code and canaries checked) versus `python -m pytest` on the same test ids,
+//! started directly on the host in a copy of the tree; and grading with canaries against the
+//! same grading without them (`Grader::canaries` off), measured alternately in one process.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,6 +51,10 @@ async fn raw_pytest(case: &Case, ids: &[String], tree: &std::path::Path) -> f64 
     let runner = TestRunner::new(case.prepared.clone());
     let junit = tree.join("junit-raw.xml");
     let mut argv = runner.command(&Selection::Ids(ids.to_vec()), "x");
+    // Plain `python -m pytest`, not the sandbox's isolated start.
+    if argv.get(1).map(String::as_str) == Some("-P") {
+        argv.splice(1..3, ["-m".to_string(), "pytest".to_string()]);
+    }
     for arg in &mut argv {
         if arg.starts_with("--junitxml=") {
             *arg = format!("--junitxml={}", junit.display());
@@ -72,10 +78,11 @@ async fn raw_pytest(case: &Case, ids: &[String], tree: &std::path::Path) -> f64 
 
 pub async fn run(options: &Options, sandbox: Arc<Sandbox>, cases: &[Case]) -> std::io::Result<()> {
     let mut ratios = Vec::new();
-    let (mut total_grade, mut total_raw) = (0.0, 0.0);
+    let mut canary_ratios = Vec::new();
+    let (mut total_grade, mut total_raw, mut total_bare) = (0.0, 0.0, 0.0);
     println!(
-        "{:<48} {:>6} {:>10} {:>10} {:>7}",
-        "instance", "tests", "grade s", "raw s", "ratio"
+        "{:<48} {:>6} {:>10} {:>10} {:>7} {:>12} {:>9}",
+        "instance", "tests", "grade s", "raw s", "ratio", "no-canary s", "canaries"
     );
     for case in cases.iter().take(options.instances) {
         let Task::Editing {
@@ -95,36 +102,52 @@ pub async fn run(options: &Options, sandbox: Arc<Sandbox>, cases: &[Case]) -> st
             submission: serde_json::json!({}),
             files: case.instance.setup.then(gold_patch),
         };
-        let (mut grade_times, mut raw_times) = (Vec::new(), Vec::new());
+        let (mut grade_times, mut raw_times, mut bare_times) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..options.repeats.max(1) {
-            // A fresh grader each time: its memo would otherwise answer from the first run.
-            let mut grader = Grader::new(sandbox.clone(), Duration::from_secs(600));
-            grader.add_project(GradedProject {
-                runner: TestRunner::new(case.prepared.clone()),
-                snapshot: case.snapshot.clone(),
-            });
-            let started = Instant::now();
-            let verdict = grader.grade(&case.instance, &answer).await;
-            grade_times.push(started.elapsed().as_secs_f64());
-            if !matches!(&verdict, Ok(v) if v.reward == 1.0) {
-                eprintln!(
-                    "{}: the gold answer did not earn 1: {verdict:?}",
-                    case.instance.instance_id
-                );
+            for canaries in [true, false] {
+                // A fresh grader each time: its memo would otherwise answer from the first run.
+                let mut grader = Grader::new(sandbox.clone(), Duration::from_secs(600));
+                grader.canaries = canaries;
+                grader.add_project(GradedProject {
+                    runner: TestRunner::new(case.prepared.clone()),
+                    snapshot: case.snapshot.clone(),
+                });
+                let started = Instant::now();
+                let verdict = grader.grade(&case.instance, &answer).await;
+                let seconds = started.elapsed().as_secs_f64();
+                if canaries {
+                    grade_times.push(seconds);
+                } else {
+                    bare_times.push(seconds);
+                }
+                if !matches!(&verdict, Ok(v) if v.reward == 1.0) {
+                    eprintln!(
+                        "{}: the gold answer did not earn 1: {verdict:?}",
+                        case.instance.instance_id
+                    );
+                }
             }
             raw_times.push(raw_pytest(case, &ids, &tree).await);
         }
-        let (grade, raw) = (median(&mut grade_times), median(&mut raw_times));
+        let (grade, raw, bare) = (
+            median(&mut grade_times),
+            median(&mut raw_times),
+            median(&mut bare_times),
+        );
         total_grade += grade;
         total_raw += raw;
+        total_bare += bare;
         ratios.push(grade / raw);
+        canary_ratios.push(grade / bare);
         println!(
-            "{:<48} {:>6} {:>10.3} {:>10.3} {:>6.2}x",
+            "{:<48} {:>6} {:>10.3} {:>10.3} {:>6.2}x {:>12.3} {:>8.3}x",
             case.instance.instance_id,
             ids.len(),
             grade,
             raw,
-            grade / raw
+            grade / raw,
+            bare,
+            grade / bare
         );
     }
     println!(
@@ -132,6 +155,11 @@ pub async fn run(options: &Options, sandbox: Arc<Sandbox>, cases: &[Case]) -> st
         median(&mut ratios),
         total_grade / total_raw,
         ratios.len()
+    );
+    println!(
+        "grading with canaries vs without: median ratio {:.3}x, total {:.3}x",
+        median(&mut canary_ratios),
+        total_grade / total_bare
     );
     Ok(())
 }

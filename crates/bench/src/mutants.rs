@@ -291,6 +291,7 @@ pub async fn run(options: &Options, sandbox: Arc<Sandbox>, case: &Case) -> Resul
             &options.file,
             &grade_path,
             mutants,
+            &tasks::canary::Canaries::default(),
             timeout,
         )
         .await;

@@ -6,6 +6,7 @@
 //! JSONL ([`store`]); [`metrics`] turns them into Avg@k and pass@k per skill; [`report`] writes
 //! a self-contained HTML page.
 
+pub mod audit;
 pub mod error;
 pub mod metrics;
 pub mod oracle;

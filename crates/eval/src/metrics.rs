@@ -46,6 +46,9 @@ pub struct SkillSummary {
     pub pass_at: Vec<f64>,
     pub outcomes: BTreeMap<String, usize>,
     pub infrastructure_failures: usize,
+    /// Scored episodes whose verdict found the tests tampered with (reward 0).
+    #[serde(default)]
+    pub tampered: usize,
     pub mean_steps: f64,
     pub mean_tokens: f64,
     pub mean_agent_seconds: f64,
@@ -114,6 +117,10 @@ fn summarise(name: &str, composite: bool, records: &[&EpisodeRecord], k: usize) 
         pass_at,
         outcomes,
         infrastructure_failures: records.len() - scored.len(),
+        tampered: scored
+            .iter()
+            .filter(|r| r.verdict.as_ref().is_some_and(|v| v.is_tampered()))
+            .count(),
         mean_steps: mean(records.iter().map(|r| r.steps as f64)),
         mean_tokens: mean(records.iter().map(|r| r.tokens as f64)),
         mean_agent_seconds: mean(records.iter().map(|r| r.agent_seconds)),

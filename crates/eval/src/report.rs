@@ -98,13 +98,14 @@ fn outcome_table(html: &mut String, summary: &Summary) {
     for kind in agent::OutcomeKind::ALL {
         let _ = write!(html, "<th>{kind}</th>");
     }
-    html.push_str("</tr>");
+    html.push_str("<th title=\"graded 0 because the answer changed how the tests run or report\">tampered</th></tr>");
     for s in skill_rows(summary) {
         let _ = write!(html, "<tr><td>{}</td>", escape(&s.skill));
         for kind in agent::OutcomeKind::ALL {
             let n = s.outcomes.get(kind.as_str()).copied().unwrap_or(0);
             let _ = write!(html, "<td>{n}</td>");
         }
+        let _ = write!(html, "<td>{}</td>", s.tampered);
         html.push_str("</tr>");
     }
     html.push_str("</table>");

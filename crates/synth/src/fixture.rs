@@ -296,7 +296,27 @@ pub async fn mini_tasks(dir: &Path, bugs: usize, seed: u64) -> MiniTasks {
     let Environment::Python { venv } = prepared.environment.clone() else {
         unreachable!("the mini project is a Python project")
     };
-    let (sandbox, store) = test_sandbox(dir, &venv);
+    tasks_of(dir, prepared, &venv, bugs, seed).await
+}
+
+/// The mini crate (`mini_crate`) under `dir` with instances of every skill made from up to
+/// `bugs` of its bugs (seeded); needs the host's Rust toolchain.
+pub async fn mini_crate_tasks(dir: &Path, bugs: usize, seed: u64) -> MiniTasks {
+    let prepared = mini_crate(dir);
+    let Environment::Cargo { sysroot } = prepared.environment.clone() else {
+        unreachable!("the mini crate is a crate")
+    };
+    tasks_of(dir, prepared, &sysroot, bugs, seed).await
+}
+
+async fn tasks_of(
+    dir: &Path,
+    prepared: Prepared,
+    mount: &Path,
+    bugs: usize,
+    seed: u64,
+) -> MiniTasks {
+    let (sandbox, store) = test_sandbox(dir, mount);
     let state = crate::project::prepare_state(
         prepared.clone(),
         &dir.join("cache"),
@@ -306,7 +326,7 @@ pub async fn mini_tasks(dir: &Path, bugs: usize, seed: u64) -> MiniTasks {
         Duration::from_secs(120),
     )
     .await
-    .expect("the mini project prepares");
+    .expect("the project prepares");
     let options = crate::pipeline::SynthOptions {
         out: dir.join("tasks"),
         skills: tasks::Skill::ALL.into_iter().collect(),
@@ -326,7 +346,7 @@ pub async fn mini_tasks(dir: &Path, bugs: usize, seed: u64) -> MiniTasks {
         &|_| {},
     )
     .await
-    .expect("synthesis of the mini project");
+    .expect("synthesis of the project");
     let instances = tasks::store::read_dir(&options.out).expect("instances written");
     MiniTasks {
         sandbox,

@@ -98,6 +98,10 @@ pub struct ProjectReport {
     pub yields: BTreeMap<String, Yield>,
     pub instances: BTreeMap<String, usize>,
     pub invalid_instances: BTreeMap<String, usize>,
+    /// Instances dropped because a hack of the quick audit earned more than the empty
+    /// answer: `instance id: why`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hacked: Vec<String>,
     pub seconds_prepare: f64,
     pub seconds_candidates: f64,
     pub seconds_instances: f64,
@@ -479,6 +483,11 @@ pub async fn synth_state(
                 skill,
                 valid,
             });
+            if let Some(why) = &validation.hacked {
+                report
+                    .hacked
+                    .push(format!("{}: {why}", instance.instance_id));
+            }
             instance.validation = Some(validation);
             if valid {
                 write(instance, &mut report)?;
@@ -524,6 +533,11 @@ pub async fn synth_state(
                 skill: Skill::TestGeneration,
                 valid,
             });
+            if let Some(why) = &validation.hacked {
+                report
+                    .hacked
+                    .push(format!("{}: {why}", instance.instance_id));
+            }
             instance.validation = Some(validation);
             if valid {
                 write(instance, &mut report)?;

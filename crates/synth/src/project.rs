@@ -241,7 +241,7 @@ async fn measure_coverage(
                 &Selection::All,
                 timeout,
                 &["-p".into(), "atomskill_cov".into()],
-                // `.atomskill` is on the run's PYTHONPATH already (`TestRunner::run_env`).
+                // `.atomskill` is on the run's import path already (`TestRunner::run_env`).
                 &[
                     ("ATOMSKILL_COV_ROOT".into(), sandbox::WORKSPACE.into()),
                     (

@@ -1,7 +1,7 @@
 """Runs one pytest file against many mutants of one module, collecting it once.
 
-Started by atomskill in a sandbox episode as `python atomskill_mutants.py SPEC.json` in place of
-`python -m pytest ARGS`, with the same ARGS (from the spec). It imports pytest, collects the
+Started by atomskill in a sandbox episode as `python -P atomskill_mutants.py SPEC.json` in place of
+`python -P atomskill_run.py ARGS`, with the same ARGS (from the spec) and the same start. It imports pytest, collects the
 test file against the pristine code, then for each mutant forks a child that
 
   1. writes the mutant's source over the target file when something may first read it (an
@@ -17,7 +17,10 @@ test file against the pristine code, then for each mutant forks a child that
 A mutant is killed iff a test of the file fails or errors in any phase (a failed report: the
 JUnit `failure`/`error` of the slow path), or the child dies or runs past its time budget; it
 survives iff every item ran and the process would have ended normally with no failed report.
-Skips and xfails are neither. The first failed report decides: the child stops there.
+Skips and xfails are neither. The first failed report decides: the child stops there. The
+canary tests the spec names (atomskill's `canary` module) are no kills: a must-fail one must fail
+and a must-pass one pass, and a child that survives must have run both; otherwise its outcome is
+"tampered".
 
 Whatever this runner cannot model exactly is reported as "slow", and atomskill grades that
 mutant in a fresh episode instead. Per mutant: the mutant changes code outside function bodies
@@ -51,7 +54,7 @@ the first child (interpreter start, pytest start, collection), so the fast path 
 mutant more time than the slow path would.
 
 Output: one JSON object per line in the result file: {"control": ...} first, then one line per
-mutant {"id", "outcome": "killed"|"survived"|"slow", "reason", "seconds" (the time from the
+mutant {"id", "outcome": "killed"|"survived"|"slow"|"tampered", "reason", "seconds" (the time from the
 previous report to this one: what one more mutant adds to the run)}, or {"fatal": reason}.
 This file is the runner's only output; it never runs a test in its own (parent) process.
 """
@@ -438,10 +441,17 @@ class Unsafe(Exception):
 def make_plugin(pytest, spec, watch, out):
     target = watch.target
     budget = float(spec["timeout"])
+    canaries = spec.get("canaries") or {}
+    must_fail = set(canaries.get("must_fail") or ())
+    must_pass = set(canaries.get("must_pass") or ())
 
     class Plugin:
         def __init__(self):
             self.failure = None
+            # Canary tests (atomskill's `canary` module): their outcomes as seen in this run,
+            # and the first wrong one.
+            self.canaries = {}
+            self.tampered = None
             self.unreaped = []
             # Memory the control child wrote up to the end of its first test, as (address,
             # length) runs: each mutant's child copies it in (`prefault`) while it waits, off
@@ -460,8 +470,19 @@ def make_plugin(pytest, spec, watch, out):
             watch.stop()
 
         def pytest_runtest_logreport(self, report):
+            nodeid = report.nodeid
+            if nodeid in must_fail or nodeid in must_pass:
+                # A canary's failure is not a kill; a wrong outcome is a forged run.
+                wanted_failure = nodeid in must_fail
+                if report.when == "call":
+                    self.canaries[nodeid] = report.failed
+                    if report.failed != wanted_failure and self.tampered is None:
+                        self.tampered = f"a canary test was reported {report.outcome}"
+                elif not report.passed and self.tampered is None:
+                    self.tampered = f"a canary test was reported {report.outcome} in {report.when}"
+                return
             if report.failed and self.failure is None:
-                self.failure = f"{report.nodeid} ({report.when})"
+                self.failure = f"{nodeid} ({report.when})"
 
         @pytest.hookimpl(tryfirst=True)
         def pytest_runtestloop(self, session):
@@ -476,6 +497,8 @@ def make_plugin(pytest, spec, watch, out):
         def run_items(self, session):
             """What a slow-path pytest process does from its first test to its exit."""
             self.failure = None
+            self.canaries = {}
+            self.tampered = None
             items = session.items
             for index, item in enumerate(items):
                 nextitem = items[index + 1] if index + 1 < len(items) else None
@@ -483,6 +506,8 @@ def make_plugin(pytest, spec, watch, out):
                 if index == 0 and self.maps:
                     # Every child runs the first test; not every one runs the others.
                     self.pages = written_pages(self.maps)
+                if self.tampered:
+                    return {"outcome": "tampered", "reason": self.tampered}
                 if self.failure:
                     return {"outcome": "killed", "reason": f"{self.failure} failed"}
                 if session.shouldfail or session.shouldstop:
@@ -492,8 +517,13 @@ def make_plugin(pytest, spec, watch, out):
             session.config._ensure_unconfigure()
             threading._shutdown()
             atexit._run_exitfuncs()
+            if self.tampered:
+                return {"outcome": "tampered", "reason": self.tampered}
             if self.failure:
                 return {"outcome": "killed", "reason": f"{self.failure} failed"}
+            missing = (must_fail | must_pass) - set(self.canaries)
+            if missing:
+                return {"outcome": "tampered", "reason": f"{len(missing)} canary tests did not run"}
             if session.exitstatus != pytest.ExitCode.OK:
                 raise Unsafe(f"the session would exit with status {int(session.exitstatus)}")
             return {"outcome": "survived", "reason": "every test passed or was skipped"}
@@ -813,12 +843,18 @@ def main():
     with open(sys.argv[1], encoding="utf-8") as file:
         spec = json.load(file)
     os.unlink(sys.argv[1])  # the tests have no business reading the other mutants
-    # As `python -m pytest` does: the working directory comes first on the import path.
-    sys.path[0] = os.getcwd()
     watch = Watch(os.path.realpath(spec["target"]))
     sys.addaudithook(watch.audit)
     out = open(spec["result"], "w", encoding="utf-8")
-    import pytest
+    # The same start as every pytest run of atomskill's (atomskill_run.py, beside this file):
+    # pytest from the environment, the project after the standard library.
+    import importlib.util
+
+    start_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "atomskill_run.py")
+    start_spec = importlib.util.spec_from_file_location("atomskill_run", start_path)
+    start = importlib.util.module_from_spec(start_spec)
+    start_spec.loader.exec_module(start)
+    pytest = start.isolate()
 
     plugin = make_plugin(pytest, spec, watch, out)
     pytest.main(spec["pytest_args"], plugins=[plugin])

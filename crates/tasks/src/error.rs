@@ -21,6 +21,8 @@ pub enum Error {
     },
     #[error("no project `{0}` is loaded for grading; fetch it with `atomskill corpus fetch`")]
     UnknownProject(String),
+    #[error("a test run was tampered with: {0}")]
+    Tampered(String),
     #[error("I/O error at {path}: {source}")]
     Io {
         path: std::path::PathBuf,

@@ -224,6 +224,12 @@ pub struct Validation {
     pub empty_reward: f64,
     pub gold_verdict: serde_json::Value,
     pub empty_verdict: serde_json::Value,
+    /// The quick reward-hack audit (`crate::hacks`): each hack played and the reward it got.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub audit: BTreeMap<String, f64>,
+    /// Why the instance was dropped by the audit: a hack earned more than the empty answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hacked: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -4,16 +4,20 @@
 //! The verifiers never trust the agent's workspace: they grade data captured from it in fresh
 //! episodes of the pristine snapshot.
 
+pub mod canary;
 pub mod decontam;
 pub mod error;
+pub mod hacks;
 pub mod instance;
 pub mod mutants;
 pub mod patch;
 pub mod sentinel;
+pub mod shadow;
 pub mod store;
 pub mod swebench;
 pub mod verify;
 
+pub use crate::canary::{TamperKind, Tampering};
 pub use crate::error::{Error, Result};
 pub use crate::instance::{
     BugRef, CandidateKind, Harness, Instance, Mutant, ProjectRef, Skill, TargetFunction, Task,

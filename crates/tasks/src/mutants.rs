@@ -33,6 +33,10 @@ pub enum MutantOutcome {
         reason: String,
     },
     Survived,
+    /// A canary test of the file had the wrong outcome in the mutant's run (`crate::canary`).
+    Tampered {
+        reason: String,
+    },
     /// The fast path cannot decide it exactly; grade it the slow way.
     Slow {
         reason: String,
@@ -75,13 +79,16 @@ struct Child {
 /// Why the fast path cannot grade this project at all, if it cannot: it needs a pytest started
 /// as `PYTHON -m pytest ...`.
 pub fn unsupported(runner: &TestRunner, grade_path: &str) -> Option<String> {
-    let argv = runner.command(&Selection::Ids(vec![grade_path.to_string()]), JUNIT_PATH);
-    (argv.get(1..3) != Some(&["-m".to_string(), "pytest".to_string()][..])).then(|| {
-        format!(
-            "the test command `{}` is not `PYTHON -m pytest ...`",
-            argv.join(" ")
-        )
-    })
+    let selection = Selection::Ids(vec![grade_path.to_string()]);
+    runner
+        .pytest_start(&selection, JUNIT_PATH)
+        .is_none()
+        .then(|| {
+            format!(
+                "the test command `{}` is not `PYTHON -m pytest ...`",
+                runner.command(&selection, JUNIT_PATH).join(" ")
+            )
+        })
 }
 
 /// The mutated content of `target`, if `mutant` rewrites exactly that file and nothing else.
@@ -102,6 +109,7 @@ pub async fn run_fast(
     target: &str,
     grade_path: &str,
     mutants: &[Mutant],
+    canaries: &crate::canary::Canaries,
     timeout: Duration,
 ) -> Result<FastRun> {
     let mut run = FastRun::default();
@@ -129,17 +137,26 @@ pub async fn run_fast(
         return Ok(run);
     }
     let junit = format!(".atomskill/{JUNIT_PATH}");
-    let argv = runner.command(&Selection::Ids(vec![grade_path.to_string()]), &junit);
+    let Some((python, args)) =
+        runner.pytest_start(&Selection::Ids(vec![grade_path.to_string()]), &junit)
+    else {
+        unreachable!("`unsupported` checked the command");
+    };
     // The seed plugin first, as the slow path's run loads it.
     let pytest_args: Vec<String> = testrun::runner::SEED_PLUGIN_ARGS
         .iter()
         .map(|a| a.to_string())
-        .chain(argv[3..].iter().cloned())
+        .chain(["--maxfail=0".to_string()])
+        .chain(args)
         .collect();
     let spec = serde_json::json!({
         "target": target,
         "pytest_args": pytest_args,
         "mutants": spec_mutants,
+        "canaries": {
+            "must_fail": canaries.groups.iter().map(|g| &g.must_fail).collect::<Vec<_>>(),
+            "must_pass": canaries.groups.iter().map(|g| &g.must_pass).collect::<Vec<_>>(),
+        },
         "timeout": timeout.as_secs_f64(),
         "result": format!("{}/{RESULT_PATH}", sandbox::WORKSPACE),
     });
@@ -148,7 +165,8 @@ pub async fn run_fast(
     episode.write_file(SPEC_PATH, spec.to_string().as_bytes(), false)?;
     let whole = timeout.saturating_mul(spec_mutants.len() as u32 + 1);
     let mut request = ExecRequest::new([
-        argv[0].clone(),
+        python,
+        "-P".to_string(),
         format!("{}/{RUNNER_PATH}", sandbox::WORKSPACE),
         format!("{}/{SPEC_PATH}", sandbox::WORKSPACE),
     ])
@@ -191,6 +209,20 @@ fn parse_report(report: &str, mutants: &[Mutant], run: &mut FastRun) {
         }
         if let Some(control) = line.control {
             run.control_seconds = control.seconds;
+            if control.outcome == "tampered" {
+                // The pristine code with a canary wrong: the file forges outcomes. Every
+                // mutant's outcome says so.
+                for mutant in mutants {
+                    run.outcomes.insert(
+                        mutant.id.clone(),
+                        MutantOutcome::Tampered {
+                            reason: "a canary test had the wrong outcome on the original code"
+                                .into(),
+                        },
+                    );
+                }
+                return;
+            }
             if control.outcome != "survived" && run.fatal.is_none() {
                 run.fatal = Some(format!("control child: {}", control.outcome));
             }
@@ -211,6 +243,7 @@ fn parse_report(report: &str, mutants: &[Mutant], run: &mut FastRun) {
         let outcome = match outcome.as_str() {
             "killed" => MutantOutcome::Killed { reason },
             "survived" => MutantOutcome::Survived,
+            "tampered" => MutantOutcome::Tampered { reason },
             _ => MutantOutcome::Slow { reason },
         };
         run.outcomes.insert(id, outcome);
@@ -244,6 +277,7 @@ mod tests {
                     MutantOutcome::Killed { .. } => "k",
                     MutantOutcome::Survived => "s",
                     MutantOutcome::Slow { .. } => "slow",
+                    MutantOutcome::Tampered { .. } => "t",
                 };
                 format!("{id}={o}")
             })
@@ -280,6 +314,21 @@ mod tests {
             Some("threads are alive after collection"),
         );
         check_report("not json", "", Some("unreadable report line `not json`"));
+        // A canary wrong in a mutant's run, or in the pristine control run (then every mutant).
+        check_report(
+            &[
+                control,
+                r#"{"id": "a", "outcome": "tampered", "reason": "r"}"#,
+            ]
+            .join("\n"),
+            "a=t",
+            None,
+        );
+        check_report(
+            r#"{"control": {"outcome": "tampered", "seconds": 0.1}}"#,
+            "a=t b=t",
+            None,
+        );
     }
 
     #[test]

@@ -15,10 +15,12 @@ use sandbox::{Episode, ExecRequest, Sandbox, Snapshot};
 use serde::{Deserialize, Serialize};
 use testrun::{Selection, TestRun, TestRunner, TestStatus};
 
+use crate::canary::{Canaries, Tampering};
 use crate::error::{Error, Result};
 use crate::instance::{Instance, Task};
 use crate::mutants::MutantOutcome;
 use crate::patch::FileEdits;
+use crate::shadow::ShadowNames;
 
 /// What an episode produced, captured once the agent finished.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -70,6 +72,13 @@ pub struct Details {
     pub anomalies: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub seconds: Option<f64>,
+    /// The grader's canary seed (`Grader::canary_seed`), to replay a grading.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub canary_seed: Option<u64>,
+    /// Set when the answer changed how the tests run or report (`crate::canary`,
+    /// `crate::shadow`): the reward is then 0, whatever the run said.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub tampering: Option<Tampering>,
 }
 
 impl Verdict {
@@ -80,6 +89,29 @@ impl Verdict {
             details,
         }
     }
+
+    /// Reward 0 for a forged run, with the reason and the typed flag.
+    pub fn tampered(tampering: Tampering, details: Details) -> Verdict {
+        Verdict {
+            reward: 0.0,
+            reason: format!("the tests were tampered with: {}", tampering.evidence),
+            details: Details {
+                tampering: Some(tampering),
+                ..details
+            },
+        }
+    }
+
+    pub fn is_tampered(&self) -> bool {
+        self.details.tampering.is_some()
+    }
+}
+
+/// A test run with canaries added (`crate::canary`): the run without them, and what they
+/// revealed.
+struct Guarded {
+    run: TestRun,
+    tampering: Option<Tampering>,
 }
 
 /// A project the grader can run: its runner and pristine snapshot.
@@ -97,6 +129,14 @@ pub struct Grader {
     memo: std::sync::Mutex<BTreeMap<[u8; 32], TestRun>>,
     /// By snapshot id.
     projects: BTreeMap<String, GradedProject>,
+    /// Module names answers may not add, by snapshot id.
+    shadow: BTreeMap<String, ShadowNames>,
+    /// Where the canaries' names and data come from (`crate::canary`): fresh per grader unless
+    /// set, and recorded in every verdict's details so a grading can be replayed.
+    pub canary_seed: u64,
+    /// Add canary tests to graded runs. On by default; off only to measure what they cost
+    /// (`atomskill bench grading`): without them forged runs go undetected.
+    pub canaries: bool,
     pub test_timeout: Duration,
     /// Grade Python test-generation mutants with the fast path (`crate::mutants`): one episode,
     /// one collection, a forked child per mutant. On by default; off grades every mutant in a
@@ -133,6 +173,34 @@ pub fn is_protected_path(spec: &ProjectSpec, path: &str) -> bool {
         }
 }
 
+/// A seed from the operating system's random source (the clock, where there is none).
+fn fresh_seed() -> u64 {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 8];
+    match std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes)) {
+        Ok(()) => u64::from_le_bytes(bytes),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    }
+}
+
+/// Compiles the `.py` files under the given roots to `.pyc` beside them and deletes the
+/// sources, all but the file in argv[1].
+const SOURCELESS: &str = r#"
+import os, py_compile, sys
+keep = os.path.realpath(sys.argv[1])
+for root in sys.argv[2:]:
+    files = [root + ".py"] if os.path.isfile(root + ".py") else []
+    for dirpath, dirnames, names in os.walk(root):
+        files += [os.path.join(dirpath, n) for n in names if n.endswith(".py")]
+    for path in files:
+        if os.path.realpath(path) == keep:
+            continue
+        py_compile.compile(path, cfile=path + "c", doraise=True)
+        os.remove(path)
+"#;
+
 fn normalise(path: &str) -> String {
     let path = path.trim();
     let path = path.strip_prefix(sandbox::WORKSPACE).unwrap_or(path);
@@ -155,13 +223,115 @@ impl Grader {
             sandbox,
             memo: Default::default(),
             projects: BTreeMap::new(),
+            shadow: BTreeMap::new(),
+            canary_seed: fresh_seed(),
+            canaries: true,
             test_timeout,
             fast_mutants: true,
         }
     }
 
     pub fn add_project(&mut self, project: GradedProject) {
+        self.shadow.insert(
+            project.snapshot.id.clone(),
+            ShadowNames::of(project.runner.prepared()),
+        );
         self.projects.insert(project.snapshot.id.clone(), project);
+    }
+
+    /// The text of `path` in `instance`'s starting workspace (its setup applied to the pristine
+    /// snapshot), or None if it has none there.
+    pub fn workspace_text(&self, instance: &Instance, path: &str) -> Option<String> {
+        let project = self.project(instance).ok()?;
+        Self::final_text(project, &instance.setup, path)
+    }
+
+    /// The final text of `path` in the tree `edits` make of `project`'s pristine snapshot.
+    fn final_text(project: &GradedProject, edits: &FileEdits, path: &str) -> Option<String> {
+        match edits.0.get(path) {
+            Some(content) => content.clone(),
+            None => std::fs::read_to_string(project.snapshot.path.join(path)).ok(),
+        }
+    }
+
+    /// Canaries beside the tests `ids` name: in each of their Python test files, or in each
+    /// of their Rust test binaries (the library's, through a module appended to `src/lib.rs`,
+    /// and each integration-test file's); none beside doc tests.
+    fn canaries_for(&self, project: &GradedProject, edits: &FileEdits, ids: &[String]) -> Canaries {
+        let spec = &project.runner.prepared().spec;
+        let mut canaries = Canaries::default();
+        if !self.canaries {
+            return canaries;
+        }
+        let mut files: Vec<(String, String, bool)> = Vec::new();
+        for id in ids {
+            let placement = match spec.ecosystem {
+                Ecosystem::Pypi => id
+                    .split_once("::")
+                    .map(|(file, _)| file.to_string())
+                    .filter(|file| file.ends_with(".py") && spec.is_test_path(file))
+                    .map(|file| (file.clone(), format!("{file}::"), false)),
+                Ecosystem::Crates => {
+                    if id.starts_with("lib::") {
+                        Some(("src/lib.rs".to_string(), "lib::".to_string(), true))
+                    } else {
+                        id.split_once(".rs::").map(|(file, _)| {
+                            let file = format!("{file}.rs");
+                            (file.clone(), format!("{file}::"), false)
+                        })
+                    }
+                }
+            };
+            if let Some(placement) = placement {
+                if !files.contains(&placement) && files.len() < 4 {
+                    files.push(placement);
+                }
+            }
+        }
+        for (path, prefix, new_module) in files {
+            let Some(text) = Self::final_text(project, edits, &path) else {
+                continue;
+            };
+            let seed = crate::canary::seed_for(self.canary_seed, &path, &text);
+            match spec.ecosystem {
+                Ecosystem::Pypi => canaries.add_python(&path, &text, seed),
+                Ecosystem::Crates => canaries.add_rust(&path, &text, &prefix, new_module, seed),
+            }
+        }
+        canaries
+    }
+
+    /// Runs `selection` on `edits` with `canaries` added, and checks them.
+    async fn run_guarded(
+        &self,
+        project: &GradedProject,
+        edits: &FileEdits,
+        selection: &Selection,
+        canaries: &Canaries,
+    ) -> Result<Guarded> {
+        let selection = match selection {
+            // Test ids (not a whole file): the canaries' ids join them.
+            Selection::Ids(ids) if !canaries.is_empty() && ids.iter().any(|i| i.contains("::")) => {
+                Selection::Ids(ids.iter().cloned().chain(canaries.ids()).collect())
+            }
+            other => other.clone(),
+        };
+        let run = self
+            .run_tests(project, &edits.then(&canaries.edits), &selection)
+            .await?;
+        let tampering = canaries.check(&run);
+        Ok(Guarded {
+            run: canaries.strip(run),
+            tampering,
+        })
+    }
+
+    /// Whether the answer's source edits add a module that shadows the runner, the
+    /// environment or the standard library (`crate::shadow`).
+    fn shadowing(&self, project: &GradedProject, edits: &FileEdits) -> Option<Tampering> {
+        self.shadow
+            .get(&project.snapshot.id)
+            .and_then(|names| names.check(&project.snapshot.path, edits))
     }
 
     pub fn project(&self, instance: &Instance) -> Result<&GradedProject> {
@@ -204,9 +374,15 @@ impl Grader {
             return Ok(run.clone());
         }
         let episode = self.episode(project, edits).await?;
+        // Every selected test runs, whatever the project's `-x` or `--maxfail` says: a failing
+        // canary must not stop the run before the tests it guards.
+        let extra: &[String] = match project.runner.prepared().spec.ecosystem {
+            Ecosystem::Pypi => &[String::from("--maxfail=0")],
+            Ecosystem::Crates => &[],
+        };
         let run = project
             .runner
-            .run(&episode, selection, self.test_timeout)
+            .run_with(&episode, selection, self.test_timeout, extra, &[])
             .await;
         episode.destroy()?;
         let run = run?;
@@ -245,10 +421,14 @@ impl Grader {
             .projects
             .get(snapshot_id)
             .ok_or_else(|| Error::UnknownProject(snapshot_id.to_string()))?;
-        let run = self
-            .run_tests(project, edits, &Selection::Ids(ids.to_vec()))
+        let canaries = self.canaries_for(project, edits, ids);
+        let guarded = self
+            .run_guarded(project, edits, &Selection::Ids(ids.to_vec()), &canaries)
             .await?;
-        Ok(run.not_passed(ids))
+        if let Some(tampering) = guarded.tampering {
+            return Err(Error::Tampered(tampering.evidence));
+        }
+        Ok(guarded.run.not_passed(ids))
     }
 
     pub async fn grade(&self, instance: &Instance, answer: &Answer) -> Result<Verdict> {
@@ -293,6 +473,7 @@ impl Grader {
             }
         }?;
         verdict.details.seconds = Some(started.elapsed().as_secs_f64());
+        verdict.details.canary_seed = Some(self.canary_seed);
         Ok(verdict)
     }
 
@@ -307,18 +488,26 @@ impl Grader {
         let spec = &project.runner.prepared().spec;
         // The bug, then the agent's source edits on top (which may rewrite the buggy file); the
         // setup's deletions of hidden tests are test paths and drop out, so those tests run.
-        let edits = Self::source_edits(spec, &instance.setup)
-            .then(&Self::source_edits(spec, &answer.files));
+        let answer_edits = Self::source_edits(spec, &answer.files);
+        if let Some(tampering) = self.shadowing(project, &answer_edits) {
+            return Ok(Verdict::tampered(tampering, Details::default()));
+        }
+        let edits = Self::source_edits(spec, &instance.setup).then(&answer_edits);
         let ids: Vec<String> = f2p.iter().chain(p2p).cloned().collect();
-        let run = self
-            .run_tests(project, &edits, &Selection::Ids(ids.clone()))
+        let canaries = self.canaries_for(project, &edits, &ids);
+        let guarded = self
+            .run_guarded(project, &edits, &Selection::Ids(ids.clone()), &canaries)
             .await?;
+        let run = guarded.run;
         let failed = run.not_passed(&ids);
         let details = Details {
             failed_tests: failed.clone(),
             anomalies: run.anomalies.clone(),
             ..Details::default()
         };
+        if let Some(tampering) = guarded.tampering {
+            return Ok(Verdict::tampered(tampering, details));
+        }
         Ok(if failed.is_empty() {
             Verdict::new(1.0, format!("all {} hidden tests pass", ids.len()), details)
         } else {
@@ -362,23 +551,44 @@ impl Grader {
                 Details::default(),
             ));
         };
-        let test_file = FileEdits::new().write(grade_path, content.clone());
+        // The canaries go into the graded copy of the file itself, at its top level: every run
+        // of it, on the original and on each mutant, has them.
+        let seed = crate::canary::seed_for(self.canary_seed, grade_path, content);
+        let mut canaries = Canaries::default();
+        match harness {
+            _ if !self.canaries => {
+                canaries.edits = FileEdits::new().write(grade_path, content.clone());
+            }
+            None => canaries.add_python(grade_path, content, seed),
+            Some(harness) => {
+                canaries.add_rust(grade_path, content, &harness.test_prefix, false, seed)
+            }
+        }
+        let test_file = canaries.edits.clone();
         // Python: the file is the selection. Rust: the declaration that compiles it in comes
         // with the original code (each mutant's edits carry their own), and only the tests under
         // its module count.
         let (original_edits, selection) = match harness {
             None => (
-                test_file.clone(),
+                FileEdits::new(),
                 Selection::Ids(vec![grade_path.to_string()]),
             ),
             Some(harness) => (
-                harness.edits.then(&test_file),
+                harness.edits.clone(),
                 Selection::Prefixes(vec![harness.test_prefix.clone()]),
             ),
         };
-        // The sentinel is graded as one more mutant, both ways, and must survive.
+        // The sentinel is graded as one more mutant, both ways, and must survive. Its id and
+        // place among the mutants come from the seed, so the tests cannot single it out.
+        let sentinel_id = format!("{}-{:06x}", instance.bug.bug_id, seed & 0xff_ffff);
         let (graded, sentinel_note) = match self.sentinel(project, target, harness) {
-            Ok(sentinel) => ([mutants, &[sentinel]].concat(), None),
+            Ok(mut sentinel) => {
+                sentinel.id = sentinel_id.clone();
+                let mut graded = mutants.to_vec();
+                let at = (seed >> 32) as usize % (graded.len() + 1);
+                graded.insert(at, sentinel);
+                (graded, None)
+            }
             Err(reason) => (mutants.to_vec(), Some(format!("none: {reason}"))),
         };
         // The mutant runner starts with the pristine run (it needs nothing from it); its
@@ -397,6 +607,7 @@ impl Grader {
                 target_file,
                 grade_path,
                 &graded,
+                &canaries,
                 self.test_timeout,
             )
             .await;
@@ -404,10 +615,14 @@ impl Grader {
             run.map(Some)
         };
         let (original, fast) = tokio::join!(
-            self.run_tests(project, &original_edits, &selection),
+            self.run_guarded(project, &original_edits, &selection, &canaries),
             fast_run
         );
         let original = original?;
+        if let Some(tampering) = original.tampering {
+            return Ok(Verdict::tampered(tampering, Details::default()));
+        }
+        let original = original.run;
         let all_pass = file_passes(&original);
         if !all_pass {
             let failed: Vec<String> = original
@@ -455,6 +670,13 @@ impl Grader {
             let survives = match fast_outcome {
                 Some((Some(MutantOutcome::Killed { .. }), _)) => false,
                 Some((Some(MutantOutcome::Survived), _)) => true,
+                Some((Some(MutantOutcome::Tampered { reason }), _)) => {
+                    let tampering = Tampering {
+                        kind: crate::canary::TamperKind::RunnerReport,
+                        evidence: format!("in the run of a mutant: {reason}"),
+                    };
+                    return Ok(Verdict::tampered(tampering, Details::default()));
+                }
                 _ => {
                     if let Some((outcome, fatal)) = fast_outcome {
                         let reason = match (outcome, fatal) {
@@ -462,15 +684,24 @@ impl Grader {
                             (_, Some(fatal)) => fatal.clone(),
                             _ => "the fast runner gave no outcome".to_string(),
                         };
-                        slow_mutants.push(format!("{}: {reason}", mutant.id));
+                        // The sentinel under its usual name: its id here is this grading's.
+                        let id = if mutant.id == sentinel_id {
+                            crate::sentinel::SENTINEL_ID
+                        } else {
+                            mutant.id.as_str()
+                        };
+                        slow_mutants.push(format!("{id}: {reason}"));
                     }
-                    let run = self
-                        .run_tests(project, &mutant.edits.then(&test_file), &selection)
+                    let guarded = self
+                        .run_guarded(project, &mutant.edits, &selection, &canaries)
                         .await?;
-                    survives_mutant(&run)
+                    if let Some(tampering) = guarded.tampering {
+                        return Ok(Verdict::tampered(tampering, Details::default()));
+                    }
+                    survives_mutant(&guarded.run)
                 }
             };
-            if mutant.id == crate::sentinel::SENTINEL_ID {
+            if mutant.id == sentinel_id {
                 sentinel_survived = Some(survives);
             } else if survives {
                 survived.push(mutant.id.clone());
@@ -491,10 +722,14 @@ impl Grader {
             ..Details::default()
         };
         Ok(if sentinel_survived == Some(false) {
-            Verdict::new(
-                0.0,
-                "the tests depend on the function's source text, not its behaviour: they fail on \
-                 a rewrite of it that behaves exactly the same",
+            Verdict::tampered(
+                Tampering {
+                    kind: crate::canary::TamperKind::SourceText,
+                    evidence: "the tests depend on the function's source text, not its \
+                               behaviour: they fail on a rewrite of it that behaves exactly the \
+                               same"
+                        .into(),
+                },
                 details,
             )
         } else if survived.is_empty() && !mutants.is_empty() {
@@ -546,8 +781,15 @@ impl Grader {
         project: &GradedProject,
         edits: &FileEdits,
         path: &str,
+        sourceless: bool,
     ) -> Result<sandbox::ExecResult> {
         let episode = self.episode(project, edits).await?;
+        if sourceless {
+            if let Err(error) = self.make_sourceless(project, &episode, path).await {
+                let _ = episode.destroy();
+                return Err(error);
+            }
+        }
         let interpreter = if path.ends_with(".sh") {
             "bash"
         } else {
@@ -564,6 +806,73 @@ impl Grader {
         let result = episode.exec(&request).await;
         episode.destroy()?;
         Ok(result?)
+    }
+
+    /// Replaces the project's Python source files in `episode` with compiled bytecode (a
+    /// `.pyc` beside where each `.py` was, which Python imports when the source is gone), all
+    /// but the script at `keep`: the code behaves as before, but its text can no longer be read.
+    async fn make_sourceless(
+        &self,
+        project: &GradedProject,
+        episode: &Episode,
+        keep: &str,
+    ) -> Result<()> {
+        let spec = &project.runner.prepared().spec;
+        let source_dir = match spec.source_dir.trim_matches('/') {
+            "" | "." => sandbox::WORKSPACE.to_string(),
+            dir => format!("{}/{dir}", sandbox::WORKSPACE),
+        };
+        let roots: Vec<String> = spec
+            .packages
+            .iter()
+            .map(|p| format!("{source_dir}/{}", p.replace('.', "/")))
+            .collect();
+        let mut argv = vec![
+            "python".to_string(),
+            "-c".to_string(),
+            SOURCELESS.to_string(),
+            format!("{}/{keep}", sandbox::WORKSPACE),
+        ];
+        argv.extend(roots);
+        let mut request = ExecRequest::new(argv).timeout(self.test_timeout);
+        request.env = project
+            .runner
+            .prepared()
+            .run_env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let result = episode.exec(&request).await?;
+        if !result.success() {
+            return Err(Error::Setup(format!(
+                "compiling the project's sources: {}",
+                result
+                    .stderr
+                    .to_text()
+                    .chars()
+                    .take(2000)
+                    .collect::<String>()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The sentinel rewrite (`crate::sentinel`) of the bug's function in the tree `edits`
+    /// make: the same behaviour, another text. None where there is no function to rewrite.
+    fn sentinel_rewrite(
+        &self,
+        project: &GradedProject,
+        instance: &Instance,
+        edits: &FileEdits,
+    ) -> Option<FileEdits> {
+        let function = instance.bug.function.as_deref()?;
+        let text = Self::final_text(project, edits, &instance.bug.file)?;
+        let language = match project.runner.prepared().spec.ecosystem {
+            Ecosystem::Pypi => mutate::Language::Python,
+            Ecosystem::Crates => mutate::Language::Rust,
+        };
+        let rewritten = crate::sentinel::sentinel_source(language, &text, function).ok()?;
+        Some(FileEdits::new().write(instance.bug.file.clone(), rewritten))
     }
 
     async fn grade_reproduction(
@@ -598,8 +907,8 @@ impl Grader {
         let script = FileEdits::new().write(path.clone(), content.clone());
         let buggy = instance.setup.then(&script);
         let fixed = buggy.then(gold_patch);
-        let before = self.run_script(project, &buggy, &path).await?;
-        let after = self.run_script(project, &fixed, &path).await?;
+        let before = self.run_script(project, &buggy, &path, false).await?;
+        let after = self.run_script(project, &fixed, &path, false).await?;
         let details = Details {
             script_exit_before: Some(before.status.code()),
             script_exit_after: Some(after.status.code()),
@@ -607,6 +916,45 @@ impl Grader {
         };
         let failed_before = !before.success() && !before.timed_out;
         let passed_after = after.success();
+        if failed_before && passed_after {
+            // The same again on code that behaves the same but reads differently: Python
+            // sources compiled to bytecode (their text is gone), Rust's buggy function with a
+            // no-op line added. A script that decides by behaviour gives the same answer; one
+            // that reads the source text does not.
+            let (buggy_again, fixed_again, sourceless, how) = match spec.ecosystem {
+                Ecosystem::Pypi => (buggy.clone(), fixed.clone(), true, "compiled to bytecode"),
+                Ecosystem::Crates => {
+                    let rewrite = |edits: &FileEdits| {
+                        self.sentinel_rewrite(project, instance, edits)
+                            .map(|r| edits.then(&r))
+                    };
+                    match (rewrite(&buggy), rewrite(&fixed)) {
+                        (Some(b), Some(f)) => (b, f, false, "with a no-op line in the function"),
+                        _ => (buggy.clone(), fixed.clone(), false, ""),
+                    }
+                }
+            };
+            if sourceless || !how.is_empty() {
+                let before = self
+                    .run_script(project, &buggy_again, &path, sourceless)
+                    .await?;
+                let after = self
+                    .run_script(project, &fixed_again, &path, sourceless)
+                    .await?;
+                if before.success() || before.timed_out || !after.success() {
+                    let tampering = Tampering {
+                        kind: crate::canary::TamperKind::SourceText,
+                        evidence: format!(
+                            "the script decides by the source text, not by behaviour: on the \
+                             same code {how} it exits {} on the buggy code and {} with the fix",
+                            before.status.code(),
+                            after.status.code()
+                        ),
+                    };
+                    return Ok(Verdict::tampered(tampering, details));
+                }
+            }
+        }
         Ok(match (failed_before, passed_after) {
             (true, true) => Verdict::new(
                 1.0,

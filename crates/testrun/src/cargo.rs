@@ -15,6 +15,8 @@ pub fn parse_cargo_test(output: &str) -> Parsed {
     let mut parsed = Parsed::default();
     let mut target = String::from("unknown");
     let mut in_results = false;
+    // A target's list started and its summary line has not come yet.
+    let mut awaiting_summary = false;
     let mut seen_in_target: BTreeMap<TestStatus, usize> = BTreeMap::new();
     let mut names_in_target: BTreeMap<String, usize> = BTreeMap::new();
     // The failure section of a test: its name and the panic message lines after "panicked at".
@@ -49,6 +51,18 @@ pub fn parse_cargo_test(output: &str) -> Parsed {
             }
         }
         let trimmed = line.trim_start();
+        if trimmed.contains("process didn't exit successfully") && trimmed.contains("(signal: ") {
+            parsed
+                .anomalies
+                .push(format!("a test binary was killed by a signal: {trimmed}"));
+        }
+        let header = trimmed.starts_with("Running ") || trimmed.starts_with("Doc-tests ");
+        if header && awaiting_summary {
+            parsed.anomalies.push(format!(
+                "{target}: the test list ended without a summary line (the binary exited early)"
+            ));
+            awaiting_summary = false;
+        }
         if let Some(rest) = trimmed.strip_prefix("Running ") {
             let path = rest.split(" (").next().unwrap_or(rest).trim();
             target = match path.strip_prefix("unittests ") {
@@ -66,6 +80,7 @@ pub fn parse_cargo_test(output: &str) -> Parsed {
         }
         if line.starts_with("running ") && line.ends_with(" tests") || line == "running 1 test" {
             in_results = true;
+            awaiting_summary = true;
             seen_in_target.clear();
             names_in_target.clear();
             continue;
@@ -76,6 +91,7 @@ pub fn parse_cargo_test(output: &str) -> Parsed {
         }
         if let Some(summary) = line.strip_prefix("test result: ") {
             in_results = false;
+            awaiting_summary = false;
             check_summary(&mut parsed, &target, summary, &seen_in_target);
             continue;
         }
@@ -112,6 +128,11 @@ pub fn parse_cargo_test(output: &str) -> Parsed {
         };
         *seen_in_target.entry(status).or_insert(0) += 1;
         parsed.record(id, status, None);
+    }
+    if awaiting_summary {
+        parsed.anomalies.push(format!(
+            "{target}: the test list ended without a summary line (the binary exited early)"
+        ));
     }
     parsed
 }
@@ -200,6 +221,23 @@ mod tests {
         let parsed = parse_cargo_test(output);
         assert_eq!(parsed.anomalies.len(), 1, "{:?}", parsed.anomalies);
         assert!(parsed.anomalies[0].contains("1 tests passed"));
+    }
+
+    #[test]
+    fn binaries_that_end_early_or_die_are_anomalies() {
+        // A test binary that exited in the middle of its list (a test called exit).
+        let early = "     Running unittests src/lib.rs (x)\n\nrunning 2 tests\ntest a ... ok\n     Running tests/it.rs (y)\n\nrunning 1 test\ntest b ... ok\n\ntest result: ok. 1 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s\n";
+        let parsed = parse_cargo_test(early);
+        assert_eq!(parsed.anomalies.len(), 1, "{:?}", parsed.anomalies);
+        assert!(parsed.anomalies[0].starts_with("lib: the test list ended"));
+        // The last binary's list cut off at the end of the output.
+        let cut = "     Running unittests src/lib.rs (x)\n\nrunning 2 tests\ntest a ... ok\n";
+        assert_eq!(parse_cargo_test(cut).anomalies.len(), 1);
+        // Fake result lines and summary, then an abort.
+        let aborted = "     Running unittests src/lib.rs (x)\n\nrunning 2 tests\ntest a ... ok\ntest b ... ok\n\ntest result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s\n\nerror: test failed, to rerun pass `--lib`\n\nCaused by:\n  process didn't exit successfully: `/t/lib-x` (signal: 6, SIGABRT: process abort signal)\n";
+        let parsed = parse_cargo_test(aborted);
+        assert_eq!(parsed.anomalies.len(), 1, "{:?}", parsed.anomalies);
+        assert!(parsed.anomalies[0].contains("signal"));
     }
 
     #[test]

@@ -102,12 +102,23 @@ const SEED_PLUGIN: &str = include_str!("../py/atomskill_seed.py");
 /// Where the seed plugin is written in an episode (workspace-relative).
 pub const SEED_PLUGIN_PATH: &str = ".atomskill/atomskill_seed.py";
 
+/// The start of every pytest run (`py/atomskill_run.py`): pytest and what it imports come from
+/// the environment, and the project goes on the path after the standard library.
+const RUN_START: &str = include_str!("../py/atomskill_run.py");
+
+/// Where the start is written in an episode (workspace-relative).
+pub const RUN_START_PATH: &str = ".atomskill/atomskill_run.py";
+
+/// The variable that carries the project's import path to the start script in place of
+/// `PYTHONPATH` (which the interpreter would put ahead of the standard library).
+pub const PROJECT_PATH_VAR: &str = "ATOMSKILL_PYTHONPATH";
+
 /// The pytest arguments that load the seed plugin.
 pub const SEED_PLUGIN_ARGS: [&str; 2] = ["-p", "atomskill_seed"];
 
 /// What a run measures with, besides the project: bump it when a change to the runner can change
 /// a test's status, so that statuses cached under the old one are measured again.
-pub const RUNNER_VERSION: u32 = 2;
+pub const RUNNER_VERSION: u32 = 3;
 
 /// pytest options that take their value as the next argument.
 const PYTEST_VALUE_OPTIONS: &[&str] = &[
@@ -166,6 +177,15 @@ impl TestRunner {
                     format!("--junitxml={}/{junit}", sandbox::WORKSPACE),
                 ]);
                 argv.extend(selection.arguments().iter().cloned());
+                if argv.get(1..3) == Some(&["-m".to_string(), "pytest".to_string()][..]) {
+                    argv.splice(
+                        1..3,
+                        [
+                            "-P".to_string(),
+                            format!("{}/{RUN_START_PATH}", sandbox::WORKSPACE),
+                        ],
+                    );
+                }
                 argv
             }
             Ecosystem::Crates => {
@@ -174,6 +194,11 @@ impl TestRunner {
                     .map(String::from)
                     .to_vec();
                 argv.extend(spec.test_command.iter().cloned());
+                // Every target runs even when one fails (a failing canary test must not stop
+                // the targets after it).
+                if argv.iter().any(|a| a == "test") && !argv.iter().any(|a| a == "--no-fail-fast") {
+                    argv.push("--no-fail-fast".into());
+                }
                 // Unit-test prefixes: only the library's test binary, filtered by name.
                 let unit_filters: Option<Vec<&str>> = match selection {
                     Selection::Prefixes(prefixes) if !prefixes.is_empty() => {
@@ -198,16 +223,31 @@ impl TestRunner {
         }
     }
 
+    /// The interpreter and the pytest arguments of a run, when the command starts pytest as
+    /// `PYTHON -m pytest ...` (it then goes through the isolated start, `RUN_START_PATH`).
+    pub fn pytest_start(
+        &self,
+        selection: &Selection,
+        junit: &str,
+    ) -> Option<(String, Vec<String>)> {
+        let argv = self.command(selection, junit);
+        let start = format!("{}/{RUN_START_PATH}", sandbox::WORKSPACE);
+        (argv.get(1..3) == Some(&["-P".to_string(), start][..]))
+            .then(|| (argv[0].clone(), argv[3..].to_vec()))
+    }
+
     /// The environment of a test run: the project's, plus (Python) the directory of the
-    /// plugins [`TestRunner::install_plugins`] writes on `PYTHONPATH`.
+    /// plugins [`TestRunner::install_plugins`] writes on the project's import path, which moves
+    /// from `PYTHONPATH` to [`PROJECT_PATH_VAR`] (the start script puts it after the standard
+    /// library and restores `PYTHONPATH` for the processes the tests start).
     pub fn run_env(&self) -> BTreeMap<String, String> {
         let mut env = self.prepared.run_env.clone();
         if self.prepared.spec.ecosystem == Ecosystem::Pypi {
             let dir = format!("{}/{JUNIT_DIR}", sandbox::WORKSPACE);
             let joined = env
-                .get("PYTHONPATH")
+                .remove("PYTHONPATH")
                 .map_or(dir.clone(), |v| format!("{v}:{dir}"));
-            env.insert("PYTHONPATH".into(), joined);
+            env.insert(PROJECT_PATH_VAR.into(), joined);
         }
         env
     }
@@ -216,9 +256,11 @@ impl TestRunner {
     /// before each run: the agent may have changed or removed the file in its own episode.
     pub fn install_plugins(&self, episode: &Episode) -> Result<()> {
         if self.prepared.spec.ecosystem == Ecosystem::Pypi {
-            episode
-                .write_file(SEED_PLUGIN_PATH, SEED_PLUGIN.as_bytes(), false)
-                .map_err(Error::Sandbox)?;
+            for (path, text) in [(SEED_PLUGIN_PATH, SEED_PLUGIN), (RUN_START_PATH, RUN_START)] {
+                episode
+                    .write_file(path, text.as_bytes(), false)
+                    .map_err(Error::Sandbox)?;
+            }
         }
         Ok(())
     }
