@@ -432,8 +432,10 @@ pub fn swebench(
             let work = tempfile::tempdir().context("creating a temporary directory")?;
             let mut lines = Vec::new();
             let mut skipped_crates = 0;
-            let mut projects: std::collections::BTreeMap<(String, String), (corpus::Prepared, String)> =
-                Default::default();
+            let mut projects: std::collections::BTreeMap<
+                (String, String),
+                (corpus::Prepared, String),
+            > = Default::default();
             for (index, instance) in tasks::store::read_dir(&tasks)?.iter().enumerate() {
                 if instance.skill() != Skill::BugFixing {
                     continue;
@@ -498,8 +500,8 @@ pub fn swebench(
                 .filter(|(_, l)| !l.trim().is_empty())
             {
                 let at = || format!("{}:{}", input.display(), index + 1);
-                let record: tasks::swebench::SweBenchRecord =
-                    serde_json::from_str(line).with_context(|| format!("{}: not a SWE-bench record", at()))?;
+                let record: tasks::swebench::SweBenchRecord = serde_json::from_str(line)
+                    .with_context(|| format!("{}: not a SWE-bench record", at()))?;
                 let (snapshot, tree, ecosystem) = if store_root.join(&record.base_commit).is_dir() {
                     let ecosystem = if record.fail_to_pass.iter().any(|t| t.contains(".py")) {
                         corpus::Ecosystem::Pypi
@@ -509,8 +511,8 @@ pub fn swebench(
                     let snapshot = record.base_commit.clone();
                     (snapshot.clone(), store_root.join(snapshot), ecosystem)
                 } else if let Some(source) = &record.source {
-                    let prepared = cached_project(&cache, &source.name, &source.version)
-                        .with_context(at)?;
+                    let prepared =
+                        cached_project(&cache, &source.name, &source.version).with_context(at)?;
                     if prepared.spec.sha256 != source.sha256 {
                         bail!(
                             "{}: the corpus cache holds another archive of {} {} (sha256 {}, the record's is {})",

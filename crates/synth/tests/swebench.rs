@@ -29,9 +29,13 @@ def pytest_runtest_makereport(item, call):
 "#;
 
 fn test_python() -> PathBuf {
-    let venv = std::env::var_os("ATOMSKILL_TEST_VENV")
-        .expect("ATOMSKILL_TEST_VENV: a virtualenv with pytest and swebench (scripts/test makes one)");
-    let python = PathBuf::from(venv).canonicalize().unwrap().join("bin/python");
+    let venv = std::env::var_os("ATOMSKILL_TEST_VENV").expect(
+        "ATOMSKILL_TEST_VENV: a virtualenv with pytest and swebench (scripts/test makes one)",
+    );
+    let python = PathBuf::from(venv)
+        .canonicalize()
+        .unwrap()
+        .join("bin/python");
     let found = std::process::Command::new(&python)
         .args(["-c", "import swebench; print(swebench.__version__)"])
         .output()
@@ -122,12 +126,19 @@ async fn the_official_grader_agrees_with_atomskill() {
                 files: instance.setup.then(&edits),
             };
             let verdict = grader.grade(instance, &answer).await.unwrap();
-            rewards.insert((instance.instance_id.clone(), name.to_string()), verdict.reward);
-            answers.push(json!({"instance_id": instance.instance_id, "name": name, "patch": patch}));
+            rewards.insert(
+                (instance.instance_id.clone(), name.to_string()),
+                verdict.reward,
+            );
+            answers
+                .push(json!({"instance_id": instance.instance_id, "name": name, "patch": patch}));
         }
         records.push(serde_json::to_string(&record).unwrap());
     }
-    assert!(!records.is_empty(), "the mini project has bug-fixing instances");
+    assert!(
+        !records.is_empty(),
+        "the mini project has bug-fixing instances"
+    );
 
     let records_path = dir.path().join("records.jsonl");
     std::fs::write(&records_path, records.join("\n") + "\n").unwrap();
@@ -148,16 +159,34 @@ async fn the_official_grader_agrees_with_atomskill() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    let records_by_id: std::collections::BTreeMap<String, serde_json::Value> = records
+        .iter()
+        .map(|line| {
+            let record: serde_json::Value = serde_json::from_str(line).unwrap();
+            (record["instance_id"].as_str().unwrap().to_string(), record)
+        })
+        .collect();
     let mut graded = 0;
     for line in stdout.lines() {
+        println!("{line}");
         let result: serde_json::Value = serde_json::from_str(line).unwrap();
         let key = (
             result["instance_id"].as_str().unwrap().to_string(),
             result["name"].as_str().unwrap().to_string(),
         );
         let status = result["status"].as_str().unwrap();
+        let image = &records_by_id[&key.0]["image"];
+        assert!(
+            image.as_str().is_some_and(|i| i
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b".:_-".contains(&b))),
+            "not a Docker image name: {image}"
+        );
         let reward = rewards[&key];
-        assert_ne!(status, "NO_LOG", "the harness could not read the log: {result}");
+        assert_ne!(
+            status, "NO_LOG",
+            "the harness could not read the log: {result}"
+        );
         assert!(result["exit_code"].is_i64(), "no exit-code line: {result}");
         if key.1 == "gold" {
             assert_eq!(status, "RESOLVED_FULL", "{result}");

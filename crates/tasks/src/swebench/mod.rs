@@ -87,7 +87,9 @@ pub struct Source {
 }
 
 /// A test list given as a JSON array or as a JSON string holding one.
-fn test_list<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<Vec<String>, D::Error> {
+fn test_list<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> std::result::Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Form {
@@ -97,7 +99,9 @@ fn test_list<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<
     match Form::deserialize(deserializer)? {
         Form::List(list) => Ok(list),
         Form::Text(text) => serde_json::from_str(&text).map_err(|e| {
-            serde::de::Error::custom(format!("a test list given as a string must hold a JSON array of strings: {e}"))
+            serde::de::Error::custom(format!(
+                "a test list given as a string must hold a JSON array of strings: {e}"
+            ))
         }),
     }
 }
@@ -157,7 +161,11 @@ pub fn export(
     let patch = gold_patch.to_unified_diff(start);
     let test_patch = tests.to_unified_diff(start);
     let setup_patch = instance.setup.to_unified_diff(pristine);
-    for (what, text) in [("patch", &patch), ("test_patch", &test_patch), ("setup_patch", &setup_patch)] {
+    for (what, text) in [
+        ("patch", &patch),
+        ("test_patch", &test_patch),
+        ("setup_patch", &setup_patch),
+    ] {
         if scripts::delimiters_clash(text) {
             return Err(Error::Export(format!(
                 "{}: {what} holds a line the scripts use as a heredoc delimiter",
@@ -227,7 +235,12 @@ pub fn project_of(record: &SweBenchRecord) -> (String, String) {
     match record.repo.split_once("==") {
         Some((name, version)) => (name.to_string(), version.to_string()),
         None => (
-            record.repo.rsplit('/').next().unwrap_or(&record.repo).to_string(),
+            record
+                .repo
+                .rsplit('/')
+                .next()
+                .unwrap_or(&record.repo)
+                .to_string(),
             record.version.clone(),
         ),
     }
@@ -307,7 +320,10 @@ mod tests {
     const TESTS: &str = "from p.a import f\n\ndef test_f():\n    assert f(1) == 2\n";
 
     fn spec(archive: &Path) -> ProjectSpec {
-        let sha256 = format!("{:x}", sha2::Sha256::digest(std::fs::read(archive).unwrap()));
+        let sha256 = format!(
+            "{:x}",
+            sha2::Sha256::digest(std::fs::read(archive).unwrap())
+        );
         serde_json::from_value(serde_json::json!({
             "name": "p", "ecosystem": "pypi", "version": "1.0", "archive": "p-1.0.tar.gz",
             "url": format!("file://{}", archive.display()), "sha256": sha256,
@@ -396,12 +412,22 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(
-            record.patch.contains("-    return x - 1\n+    return x + 1"),
+            record
+                .patch
+                .contains("-    return x - 1\n+    return x + 1"),
             "{}",
             record.patch
         );
-        assert!(record.test_patch.contains("+++ b/tests/test_a.py"), "{}", record.test_patch);
-        assert!(record.setup_patch.contains("+++ /dev/null"), "{}", record.setup_patch);
+        assert!(
+            record.test_patch.contains("+++ b/tests/test_a.py"),
+            "{}",
+            record.test_patch
+        );
+        assert!(
+            record.setup_patch.contains("+++ /dev/null"),
+            "{}",
+            record.setup_patch
+        );
         assert_eq!(record.repo, "pypi/p");
         assert_eq!(record.base_commit.len(), 40);
         assert_eq!(record.image, "sweb.eval.x86_64.p-1.0.abc.bug_fixing:latest");

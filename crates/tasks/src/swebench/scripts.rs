@@ -67,7 +67,11 @@ with tarfile.open(archive, "r:*") as tar:
 
 /// `text` as the body of a heredoc ended by `delimiter` (a final newline added if missing).
 fn heredoc_body(text: &str, delimiter: &str) -> String {
-    let newline = if text.is_empty() || text.ends_with('\n') { "" } else { "\n" };
+    let newline = if text.is_empty() || text.ends_with('\n') {
+        ""
+    } else {
+        "\n"
+    };
     format!("{text}{newline}{delimiter}\n")
 }
 
@@ -329,9 +333,18 @@ pub fn dockerfile(inputs: &ImageInputs) -> String {
 }
 
 /// The image name the harness gives an instance built locally (`sweb.eval.<arch>.<id>:latest`,
-/// lower case).
+/// lower case), with the characters Docker refuses in a name (the `+` of a combined bug's id)
+/// as `-`.
 pub fn image_name(instance_id: &str) -> String {
-    format!("sweb.eval.x86_64.{instance_id}:latest").to_lowercase()
+    let id: String = instance_id
+        .to_lowercase()
+        .chars()
+        .map(|c| match c {
+            'a'..='z' | '0'..='9' | '.' | '_' | '-' => c,
+            _ => '-',
+        })
+        .collect();
+    format!("sweb.eval.x86_64.{id}:latest")
 }
 
 #[cfg(test)]
@@ -396,6 +409,14 @@ mod tests {
     }
 
     #[test]
+    fn image_names_are_docker_names() {
+        assert_eq!(
+            image_name("Mini-1.0.ab12+cd34.bug_fixing"),
+            "sweb.eval.x86_64.mini-1.0.ab12-cd34.bug_fixing:latest"
+        );
+    }
+
+    #[test]
     fn eval_script_brackets_the_test_command() {
         let spec = spec();
         let script = eval_script(&EvalInputs {
@@ -407,14 +428,23 @@ mod tests {
         });
         let lines: Vec<&str> = script.lines().collect();
         assert_eq!(&lines[..2], ["#!/bin/bash", "set -uxo pipefail"]);
-        let start = lines.iter().position(|l| l.contains(START_TEST_OUTPUT)).unwrap();
-        let end = lines.iter().position(|l| l.contains(END_TEST_OUTPUT)).unwrap();
+        let start = lines
+            .iter()
+            .position(|l| l.contains(START_TEST_OUTPUT))
+            .unwrap();
+        let end = lines
+            .iter()
+            .position(|l| l.contains(END_TEST_OUTPUT))
+            .unwrap();
         assert_eq!(end, start + 3, "{script}");
         assert_eq!(
             lines[start + 1],
             "'python' '-m' 'pytest' '-p' 'no:cacheprovider' '-q' '-rA' '-p' 'atomskill_seed' \
              'tests/test_a.py::test_it'\\''s'"
         );
-        assert_eq!(lines[end + 1], "echo \">>>>> Test Exit Code: $SWEBENCH_TEST_EXIT_CODE\"");
+        assert_eq!(
+            lines[end + 1],
+            "echo \">>>>> Test Exit Code: $SWEBENCH_TEST_EXIT_CODE\""
+        );
     }
 }
