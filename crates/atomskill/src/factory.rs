@@ -464,19 +464,30 @@ pub fn swebench(
                 let archive = cache
                     .project_dir(&prepared.spec)
                     .join(&prepared.spec.archive);
+                if !archive.is_file() {
+                    bail!(
+                        "{}: the source archive {} is missing; run `atomskill corpus fetch --only {}`",
+                        instance.instance_id,
+                        archive.display(),
+                        project.name
+                    );
+                }
                 let export_project = tasks::swebench::ExportProject {
                     spec: &prepared.spec,
                     run_env: &prepared.run_env,
                     python,
                     archive: &archive,
                 };
+                let tree = work.path().join(index.to_string());
                 let record = tasks::swebench::export(
                     instance,
                     &export_project,
                     &|p| read(&snapshot, p),
-                    &work.path().join(index.to_string()),
+                    &tree,
                 )
                 .with_context(|| format!("exporting {}", instance.instance_id))?;
+                std::fs::remove_dir_all(&tree)
+                    .with_context(|| format!("removing {}", tree.display()))?;
                 if let Some(record) = record {
                     lines.push(serde_json::to_string(&record)?);
                 }
