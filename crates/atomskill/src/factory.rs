@@ -367,14 +367,16 @@ pub fn decontam(args: Decontam) -> Result<std::process::ExitCode> {
 
 #[derive(Subcommand)]
 pub enum SweBenchCommand {
-    /// Write the bug-fixing instances of a directory as SWE-bench JSONL.
+    /// Write the bug-fixing instances of a directory as SWE-bench 5.x JSONL (Python projects;
+    /// needs the projects in the corpus cache, as `corpus fetch` or `synth` left them).
     Export {
         #[arg(long)]
         tasks: PathBuf,
         #[arg(long)]
         out: PathBuf,
     },
-    /// Read SWE-bench JSONL whose base_commit names a local snapshot into bug_fixing.jsonl.
+    /// Read SWE-bench JSONL into bug_fixing.jsonl: records atomskill exported (their project
+    /// in the corpus cache), or records whose base_commit names a local snapshot.
     Import {
         #[arg(long)]
         input: PathBuf,
@@ -383,28 +385,121 @@ pub enum SweBenchCommand {
     },
 }
 
-pub fn swebench(store_root: &Path, command: SweBenchCommand) -> Result<std::process::ExitCode> {
-    let read = |snapshot: &str, path: &str| {
-        std::fs::read_to_string(store_root.join(snapshot).join(path)).ok()
+/// A project of the corpus cache, by name and version.
+fn cached_project(cache: &Cache, name: &str, version: &str) -> Result<corpus::Prepared> {
+    let path = cache
+        .root()
+        .join(format!("{name}-{version}"))
+        .join("prepared.json");
+    let bytes = std::fs::read(&path).with_context(|| {
+        format!(
+            "{name} {version} is not in the corpus cache ({}); run `atomskill corpus fetch --only {name}` first",
+            path.display()
+        )
+    })?;
+    serde_json::from_slice(&bytes).with_context(|| format!("reading {}", path.display()))
+}
+
+/// `X.Y` of the interpreter a project's virtualenv runs.
+fn python_version(prepared: &corpus::Prepared) -> Result<String> {
+    let corpus::Environment::Python { venv } = &prepared.environment else {
+        bail!("{}: not a Python project", prepared.spec.name);
     };
+    let output = std::process::Command::new(venv.join("bin/python"))
+        .args(["-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
+        .output()
+        .with_context(|| format!("running the Python of {}", venv.display()))?;
+    if !output.status.success() {
+        bail!("{}: its Python does not run", venv.display());
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+}
+
+pub fn swebench(
+    home: &Path,
+    store_root: &Path,
+    command: SweBenchCommand,
+) -> Result<std::process::ExitCode> {
+    let read = |root: &Path, path: &str| {
+        if path.starts_with('/') || path.split('/').any(|part| part == "..") {
+            return None;
+        }
+        std::fs::read_to_string(root.join(path)).ok()
+    };
+    let cache = corpus_cache(home);
     match command {
         SweBenchCommand::Export { tasks, out } => {
+            let work = tempfile::tempdir().context("creating a temporary directory")?;
             let mut lines = Vec::new();
-            for instance in tasks::store::read_dir(&tasks)? {
-                let snapshot = instance.project.snapshot.clone();
-                if !store_root.join(&snapshot).is_dir() {
+            let mut skipped_crates = 0;
+            let mut projects: std::collections::BTreeMap<
+                (String, String),
+                (corpus::Prepared, String),
+            > = Default::default();
+            for (index, instance) in tasks::store::read_dir(&tasks)?.iter().enumerate() {
+                if instance.skill() != Skill::BugFixing {
+                    continue;
+                }
+                let project = &instance.project;
+                if project.ecosystem == corpus::Ecosystem::Crates {
+                    skipped_crates += 1;
+                    continue;
+                }
+                let snapshot = store_root.join(&project.snapshot);
+                if !snapshot.is_dir() {
                     bail!(
-                        "{}: snapshot {snapshot} is not in {}",
+                        "{}: snapshot {} is not in {}",
                         instance.instance_id,
+                        project.snapshot,
                         store_root.display()
                     );
                 }
-                if let Some(record) = tasks::swebench::export(&instance, &|p| read(&snapshot, p)) {
+                let key = (project.name.clone(), project.version.clone());
+                if !projects.contains_key(&key) {
+                    let prepared = cached_project(&cache, &project.name, &project.version)?;
+                    let python = python_version(&prepared)?;
+                    projects.insert(key.clone(), (prepared, python));
+                }
+                let (prepared, python) = &projects[&key];
+                let archive = cache
+                    .project_dir(&prepared.spec)
+                    .join(&prepared.spec.archive);
+                if !archive.is_file() {
+                    bail!(
+                        "{}: the source archive {} is missing; run `atomskill corpus fetch --only {}`",
+                        instance.instance_id,
+                        archive.display(),
+                        project.name
+                    );
+                }
+                let export_project = tasks::swebench::ExportProject {
+                    spec: &prepared.spec,
+                    run_env: &prepared.run_env,
+                    python,
+                    archive: &archive,
+                };
+                let tree = work.path().join(index.to_string());
+                let record = tasks::swebench::export(
+                    instance,
+                    &export_project,
+                    &|p| read(&snapshot, p),
+                    &tree,
+                )
+                .with_context(|| format!("exporting {}", instance.instance_id))?;
+                std::fs::remove_dir_all(&tree)
+                    .with_context(|| format!("removing {}", tree.display()))?;
+                if let Some(record) = record {
                     lines.push(serde_json::to_string(&record)?);
                 }
             }
             std::fs::write(&out, lines.join("\n") + "\n")?;
             println!("wrote {} records to {}", lines.len(), out.display());
+            if skipped_crates > 0 {
+                println!(
+                    "skipped {skipped_crates} instances of crates: the export covers Python projects \
+                     (SWE-bench's cargo log parser names tests without their target)"
+                );
+            }
         }
         SweBenchCommand::Import { input, out } => {
             let text = std::fs::read_to_string(&input)
@@ -415,27 +510,44 @@ pub fn swebench(store_root: &Path, command: SweBenchCommand) -> Result<std::proc
                 .enumerate()
                 .filter(|(_, l)| !l.trim().is_empty())
             {
+                let at = || format!("{}:{}", input.display(), index + 1);
                 let record: tasks::swebench::SweBenchRecord = serde_json::from_str(line)
-                    .with_context(|| {
-                        format!("{}:{}: not a SWE-bench record", input.display(), index + 1)
-                    })?;
-                if !store_root.join(&record.base_commit).is_dir() {
+                    .with_context(|| format!("{}: not a SWE-bench record", at()))?;
+                let (snapshot, tree, ecosystem) = if store_root.join(&record.base_commit).is_dir() {
+                    let ecosystem = if record.fail_to_pass.iter().any(|t| t.contains(".py")) {
+                        corpus::Ecosystem::Pypi
+                    } else {
+                        corpus::Ecosystem::Crates
+                    };
+                    let snapshot = record.base_commit.clone();
+                    (snapshot.clone(), store_root.join(snapshot), ecosystem)
+                } else if let Some(source) = &record.source {
+                    let prepared =
+                        cached_project(&cache, &source.name, &source.version).with_context(at)?;
+                    if prepared.spec.sha256 != source.sha256 {
+                        bail!(
+                            "{}: the corpus cache holds another archive of {} {} (sha256 {}, the record's is {})",
+                            at(),
+                            source.name,
+                            source.version,
+                            prepared.spec.sha256,
+                            source.sha256
+                        );
+                    }
+                    // The id `eval` gives the cached tree's snapshot when it imports it.
+                    let snapshot = format!("dir-{}", sandbox::fingerprint(&prepared.tree)?);
+                    (snapshot, prepared.tree.clone(), source.ecosystem)
+                } else {
                     bail!(
-                        "{}:{}: base_commit {} is not a local snapshot (fetch the project first)",
-                        input.display(),
-                        index + 1,
+                        "{}: base_commit {} is not a local snapshot and the record names no source \
+                         project (fetch the project first)",
+                        at(),
                         record.base_commit
                     );
-                }
-                let ecosystem = if record.fail_to_pass.iter().any(|t| t.contains(".py")) {
-                    corpus::Ecosystem::Pypi
-                } else {
-                    corpus::Ecosystem::Crates
                 };
-                let snapshot = record.base_commit.clone();
                 instances.push(
-                    tasks::swebench::import(&record, ecosystem, &|p| read(&snapshot, p))
-                        .with_context(|| format!("{}:{}", input.display(), index + 1))?,
+                    tasks::swebench::import(&record, ecosystem, &snapshot, &|p| read(&tree, p))
+                        .with_context(at)?,
                 );
             }
             tasks::store::write_dir(&out, &instances)?;

@@ -285,6 +285,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             // SAFETY: geteuid has no preconditions.
             let root = unsafe { libc::geteuid() } == 0;
             factory::swebench(
+                &home,
                 &home.join(if root { "snapshots" } else { "snapshots-own" }),
                 command,
             )

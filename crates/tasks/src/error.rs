@@ -13,6 +13,8 @@ pub enum Error {
     Patch(String),
     #[error("setting up the workspace: {0}")]
     Setup(String),
+    #[error("SWE-bench export: {0}")]
+    Export(String),
     #[error("{path}:{line}: {message}")]
     Format {
         path: String,

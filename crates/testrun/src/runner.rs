@@ -97,7 +97,7 @@ const JUNIT_DIR: &str = ".atomskill";
 
 /// The seed plugin (`py/atomskill_seed.py`): every pytest run of ours loads it, so a test's
 /// random draws are the same in every run.
-const SEED_PLUGIN: &str = include_str!("../py/atomskill_seed.py");
+pub const SEED_PLUGIN: &str = include_str!("../py/atomskill_seed.py");
 
 /// Where the seed plugin is written in an episode (workspace-relative).
 pub const SEED_PLUGIN_PATH: &str = ".atomskill/atomskill_seed.py";
