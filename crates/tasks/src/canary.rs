@@ -153,9 +153,13 @@ impl Canaries {
                 .into_iter()
                 .filter(|id| !run.statuses.contains_key(*id))
                 .count();
-            // (An inconsistent run, one whose report and exit disagree or whose test binary
-            // died, counts no test as passed: nothing to forge there.)
-            if neighbours && missing > 0 && run.consistent {
+            // A test binary killed by a signal (an honest crash: a stack overflow, an abort)
+            // may have taken its canaries with it; its run counts no test as passed anyway.
+            let crashed = run
+                .anomalies
+                .iter()
+                .any(|a| a.starts_with(testrun::cargo::SIGNAL_ANOMALY));
+            if neighbours && missing > 0 && !crashed {
                 return tampered(format!(
                     "{missing} canary tests are missing from a report that has the tests beside them"
                 ));
@@ -530,5 +534,10 @@ mod tests {
         // binary that printed its own results and exited) is forged.
         let forged = run(101, &[("lib::stats::tests::below", TestStatus::Passed)]);
         assert!(canaries.check(&forged).is_some());
+        // The same after a crash (a binary killed by a signal): not called forged.
+        let mut crashed = forged.clone();
+        crashed.consistent = false;
+        crashed.anomalies = vec![format!("{}: (signal: 11)", testrun::cargo::SIGNAL_ANOMALY)];
+        assert_eq!(canaries.check(&crashed), None);
     }
 }

@@ -11,6 +11,9 @@ use std::collections::BTreeMap;
 
 use crate::status::{Parsed, TestStatus};
 
+/// How the anomaly of a test binary killed by a signal starts.
+pub const SIGNAL_ANOMALY: &str = "a test binary was killed by a signal";
+
 pub fn parse_cargo_test(output: &str) -> Parsed {
     let mut parsed = Parsed::default();
     let mut target = String::from("unknown");
@@ -54,7 +57,7 @@ pub fn parse_cargo_test(output: &str) -> Parsed {
         if trimmed.contains("process didn't exit successfully") && trimmed.contains("(signal: ") {
             parsed
                 .anomalies
-                .push(format!("a test binary was killed by a signal: {trimmed}"));
+                .push(format!("{SIGNAL_ANOMALY}: {trimmed}"));
         }
         let header = trimmed.starts_with("Running ") || trimmed.starts_with("Doc-tests ");
         if header && awaiting_summary {
