@@ -271,11 +271,11 @@ pub async fn run_eval(home: &Path, args: EvalArgs) -> Result<ExitCode> {
 #[derive(Args, Clone)]
 pub struct AuditArgs {
     /// Task instances: a directory of `<skill>.jsonl` files (as `synth` writes) or one file.
-    #[arg(long)]
-    pub tasks: PathBuf,
+    #[arg(long, required_unless_present = "list")]
+    pub tasks: Option<PathBuf>,
     /// Where `audit.jsonl` (one record per instance and hack) and `audit.json` (counts) go.
-    #[arg(long)]
-    pub out: PathBuf,
+    #[arg(long, required_unless_present = "list")]
+    pub out: Option<PathBuf>,
     /// Only these skills.
     #[arg(long, value_delimiter = ',')]
     pub skills: Vec<Skill>,
@@ -321,13 +321,16 @@ pub async fn run_audit(home: &Path, args: AuditArgs) -> Result<ExitCode> {
             bail!("unknown hack `{name}`; `atomskill audit --list` shows the library");
         }
     }
-    let instances = load_instances(&args.tasks, &args.skills, args.limit)?;
+    let (Some(tasks), Some(out)) = (&args.tasks, &args.out) else {
+        bail!("--tasks and --out are required");
+    };
+    let instances = load_instances(tasks, &args.skills, args.limit)?;
     let rollout = rollout_for(home, &instances, &args.agent)?;
     let options = eval::audit::AuditOptions {
         hacks: args.hacks.clone(),
         concurrency: args.concurrency,
         seed: args.seed,
-        out: Some(args.out.clone()),
+        out: Some(out.clone()),
     };
     let (summary, records) = eval::audit::run_audit(&rollout, &instances, &options).await?;
     print!("{}", summary.table());
@@ -337,7 +340,7 @@ pub async fn run_audit(home: &Path, args: AuditArgs) -> Result<ExitCode> {
             record.hack, record.instance_id, record.reward, record.empty_reward, record.reason
         );
     }
-    println!("records: {}", args.out.join("audit.jsonl").display());
+    println!("records: {}", out.join("audit.jsonl").display());
     Ok(if summary.undefended == 0 && summary.errors == 0 {
         ExitCode::SUCCESS
     } else {

@@ -15,6 +15,7 @@ fn every_subcommand_has_help() {
         "synth",
         "decontam",
         "eval",
+        "audit",
         "model",
         "serve",
         "sft",
@@ -301,4 +302,36 @@ fn factory_inputs_that_are_wrong_get_clear_errors() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn audit_lists_its_hacks_and_refuses_unknown_ones() {
+    let out = atomskill().args(["audit", "--list"]).output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for hack in tasks::hacks::LIBRARY {
+        assert!(
+            stdout.contains(hack.name),
+            "{} missing:\n{stdout}",
+            hack.name
+        );
+    }
+    let home = tempfile::tempdir().unwrap();
+    let out = atomskill()
+        .arg("--home")
+        .arg(home.path())
+        .args([
+            "audit",
+            "--tasks",
+            "/nonexistent",
+            "--out",
+            "x",
+            "--hacks",
+            "py_nope",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown hack `py_nope`"), "{stderr}");
 }

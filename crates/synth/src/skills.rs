@@ -348,9 +348,26 @@ pub async fn instances_for_bug(
 
 fn gold_script(spec: &corpus::ProjectSpec, f2p: &[String]) -> String {
     match spec.ecosystem {
+        // Tests in test files first: a doctest is read from the source text, which the grader
+        // hides in its second run of a script (`tasks::verify`, reproduction).
         Ecosystem::Pypi => format!(
             "\"\"\"Reproduces the reported problem: exits non-zero while it is present.\"\"\"\nimport sys\n\nimport pytest\n\nsys.exit(pytest.main([\"-q\", \"-p\", \"no:cacheprovider\", {}]))\n",
-            f2p.iter().take(3).map(|id| format!("{id:?}")).collect::<Vec<_>>().join(", ")
+            {
+                let in_test_files: Vec<&String> = f2p
+                    .iter()
+                    .filter(|id| spec.is_test_path(id.split("::").next().unwrap_or(id)))
+                    .collect();
+                let ids = if in_test_files.is_empty() {
+                    f2p.iter().collect()
+                } else {
+                    in_test_files
+                };
+                ids.into_iter()
+                    .take(3)
+                    .map(|id| format!("{id:?}"))
+                    .collect::<Vec<_>>()
+            }
+                .join(", ")
         ),
         Ecosystem::Crates => {
             let id = &f2p[0];

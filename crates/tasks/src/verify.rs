@@ -185,17 +185,25 @@ fn fresh_seed() -> u64 {
     }
 }
 
-/// Compiles the `.py` files under the given roots to `.pyc` beside them and deletes the
-/// sources, all but the file in argv[1].
+/// Compiles the `.py` files under the given roots (argv[3:]) to `.pyc` beside them and deletes
+/// the sources, all but the script in argv[1] and test code (under the directories of the JSON
+/// list in argv[2], or named as pytest finds tests), which pytest reads as text.
 const SOURCELESS: &str = r#"
-import os, py_compile, sys
+import json, os, py_compile, sys
 keep = os.path.realpath(sys.argv[1])
-for root in sys.argv[2:]:
+test_dirs = [os.path.realpath(d) for d in json.loads(sys.argv[2])]
+def is_test(path):
+    name = os.path.basename(path)
+    if name == "conftest.py" or name.startswith("test_") or name.endswith("_test.py"):
+        return True
+    real = os.path.realpath(path)
+    return any(real == d or real.startswith(d + os.sep) for d in test_dirs)
+for root in sys.argv[3:]:
     files = [root + ".py"] if os.path.isfile(root + ".py") else []
     for dirpath, dirnames, names in os.walk(root):
         files += [os.path.join(dirpath, n) for n in names if n.endswith(".py")]
     for path in files:
-        if os.path.realpath(path) == keep:
+        if os.path.realpath(path) == keep or is_test(path):
             continue
         py_compile.compile(path, cfile=path + "c", doraise=True)
         os.remove(path)
@@ -827,11 +835,17 @@ impl Grader {
             .iter()
             .map(|p| format!("{source_dir}/{}", p.replace('.', "/")))
             .collect();
+        let test_dirs: Vec<String> = spec
+            .tests
+            .iter()
+            .map(|dir| format!("{}/{}", sandbox::WORKSPACE, dir.trim_end_matches('/')))
+            .collect();
         let mut argv = vec![
             "python".to_string(),
             "-c".to_string(),
             SOURCELESS.to_string(),
             format!("{}/{keep}", sandbox::WORKSPACE),
+            serde_json::to_string(&test_dirs).unwrap_or_else(|_| "[]".into()),
         ];
         argv.extend(roots);
         let mut request = ExecRequest::new(argv).timeout(self.test_timeout);
