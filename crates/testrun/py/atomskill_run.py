@@ -55,8 +55,9 @@ def isolate():
 
 def main():
     pytest = isolate()
-    sys.argv = ["pytest"] + sys.argv[1:]
-    raise SystemExit(pytest.console_main())
+    args = sys.argv[1:]
+    sys.argv = ["pytest"] + args
+    raise SystemExit(int(pytest.main(args)))
 
 
 if __name__ == "__main__":
