@@ -185,6 +185,17 @@ fn fresh_seed() -> u64 {
     }
 }
 
+/// The environment a script runs with: the project's, as an agent's commands get it.
+fn script_env(project: &GradedProject) -> Vec<(String, String)> {
+    project
+        .runner
+        .prepared()
+        .run_env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// Compiles the `.py` files under the given roots (argv[3:]) to `.pyc` beside them and deletes
 /// the sources, all but the script in argv[1] and test code (under the directories of the JSON
 /// list in argv[2], or named as pytest finds tests), which pytest reads as text.
@@ -804,13 +815,7 @@ impl Grader {
             "python"
         };
         let mut request = ExecRequest::new([interpreter, path]).timeout(self.test_timeout);
-        request.env = project
-            .runner
-            .prepared()
-            .run_env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        request.env = script_env(project);
         let result = episode.exec(&request).await;
         episode.destroy()?;
         Ok(result?)
@@ -849,13 +854,7 @@ impl Grader {
         ];
         argv.extend(roots);
         let mut request = ExecRequest::new(argv).timeout(self.test_timeout);
-        request.env = project
-            .runner
-            .prepared()
-            .run_env
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        request.env = script_env(project);
         let result = episode.exec(&request).await?;
         if !result.success() {
             return Err(Error::Setup(format!(
