@@ -4,7 +4,9 @@
 //! arguments and the final contents of the files it changed), starts from the pristine
 //! snapshot, applies the instance's setup, and copies in only what the skill grades. Test files,
 //! test configuration and interpreter hooks the agent changed are dropped, so the hidden tests
-//! always run as shipped. Every verdict says why.
+//! always run as shipped. Every test run carries canary tests (`crate::canary`) and an answer
+//! that adds a shadowing module is refused (`crate::shadow`): a run forged from inside the test
+//! process earns 0 with `Details::tampering` set. Every verdict says why.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
