@@ -58,7 +58,7 @@ enum Command {
     Model(model_cli::ModelCommand),
     /// Serve a model over the OpenAI-compatible API.
     Serve(model_cli::ServeArgs),
-    /// Supervised fine-tuning on verified trajectories (issue 6).
+    /// Supervised fine-tuning on verified trajectories.
     Sft(train_cli::SftArgs),
     /// Joint GRPO over the skill mixture, rollouts decoupled from the optimiser.
     Train(rl_cli::TrainArgs),

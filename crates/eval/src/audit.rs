@@ -212,9 +212,11 @@ pub async fn run_audit(
                 error: None,
             };
             match record {
-                Ok(record) if record.reward.is_some() => {
-                    let reward = record.reward.unwrap_or_default();
-                    let verdict = record.verdict.unwrap_or_else(|| unreachable!());
+                Ok(crate::EpisodeRecord {
+                    reward: Some(reward),
+                    verdict: Some(verdict),
+                    ..
+                }) => {
                     audit.reward = Some(reward);
                     audit.won = reward > empty_reward + 1e-9;
                     audit.tampering = verdict.details.tampering.clone();

@@ -185,11 +185,14 @@ pub fn seed_for(grader_seed: u64, path: &str, content: &str) -> u64 {
         .chain_update([0])
         .chain_update(content.as_bytes())
         .finalize();
-    u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(bytes)
 }
 
-/// Words of the identifiers matched by `pattern`'s first group in `text` (split at `_`), in
-/// order of first appearance, lower-case letters only.
+/// Words (split at `_`) of the names defined on lines starting with `marker` (`def test_`, `fn `,
+/// optionally after `pub `) in `text`, in order of first appearance, lower-case letters only;
+/// padded with common words to at least six.
 fn words(text: &str, marker: &str) -> Vec<String> {
     let mut seen = BTreeSet::new();
     let mut out = Vec::new();
@@ -308,12 +311,11 @@ impl Canaries {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let vocabulary = words(content, "def test_");
         let names = names(&mut rng, &vocabulary, content, "test_");
-        let (values, sorted, wrong) = data(&mut rng);
+        let (values, _, wrong) = data(&mut rng);
         let (values2, sorted2, _) = data(&mut rng);
         // The two in a random order: the must-fail one is not always first.
         let fail = python_test(&names[0], &values, &wrong);
         let pass = python_test(&names[1], &values2, &sorted2);
-        let _ = sorted;
         let mut text = content.trim_end_matches('\n').to_string();
         if rng.next_u32() % 2 == 0 {
             text.push_str(&fail);

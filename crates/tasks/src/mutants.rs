@@ -132,15 +132,12 @@ pub async fn run_fast(
     if spec_mutants.is_empty() {
         return Ok(run);
     }
-    if let Some(reason) = unsupported(runner, grade_path) {
-        run.fatal = Some(reason);
-        return Ok(run);
-    }
     let junit = format!(".atomskill/{JUNIT_PATH}");
     let Some((python, args)) =
         runner.pytest_start(&Selection::Ids(vec![grade_path.to_string()]), &junit)
     else {
-        unreachable!("`unsupported` checked the command");
+        run.fatal = unsupported(runner, grade_path);
+        return Ok(run);
     };
     // The seed plugin first, as the slow path's run loads it.
     let pytest_args: Vec<String> = testrun::runner::SEED_PLUGIN_ARGS
