@@ -4,8 +4,6 @@
 //! written or read. What happens to an episode (a step limit, a timeout, a dead policy server,
 //! a failed sandbox) is never an error: it is an [`crate::Outcome`] in the trajectory.
 
-use std::path::PathBuf;
-
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,24 +23,6 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error("{}:{line}: {message}", path.display())]
-    Corrupt {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
-
-    #[error("{}:{line}: schema version {found} is not readable by this build (it reads {supported})", path.display())]
-    SchemaVersion {
-        path: PathBuf,
-        line: usize,
-        found: u64,
-        supported: u32,
-    },
-
-    #[error("cannot serialize a record: {0}")]
-    Serialize(serde_json::Error),
-
-    #[error("the record writer has stopped: {message}")]
-    WriterClosed { message: String },
+    #[error(transparent)]
+    Records(#[from] trajectory::Error),
 }

@@ -16,10 +16,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::{Error, Result};
-use crate::outcome::Outcome;
 use crate::prompts::{Prompts, FORMAT_ERROR_TEMPLATE, SYSTEM_TEMPLATE};
 use crate::tools::{CallResult, EnabledTools, SubmitSpec, ToolSettings, Toolbox};
-use crate::trajectory::{CallRecord, SegmentBuilder, Step, Trajectory};
+use trajectory::Outcome;
+use trajectory::{CallRecord, SegmentBuilder, Step, Trajectory};
 
 /// What the agent is asked to do: the caller (the task factory) fills it per instance.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

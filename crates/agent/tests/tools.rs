@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use agent::{CallResult, EnabledTools, Observation, Prompts, ToolSettings, Toolbox};
 use common::{harness, task, CALC};
-use sandbox::{Episode, LimitKind};
+use sandbox::Episode;
 use serde_json::{json, Value};
 
 async fn call(tools: &mut Toolbox<'_>, name: &str, arguments: Value) -> Observation {
@@ -91,7 +91,7 @@ async fn bash_runs_commands_and_reports_what_happened() {
     );
     assert_eq!(
         o.exec.as_ref().unwrap().killed_by,
-        Some(LimitKind::WallClock)
+        Some("wall_clock".to_string())
     );
 
     // seq 1 20000 writes 108,894 bytes; 100 + 100 are shown.

@@ -15,6 +15,8 @@ pub enum Error {
     Sandbox(#[from] ::sandbox::Error),
     #[error(transparent)]
     Agent(#[from] ::agent::Error),
+    #[error(transparent)]
+    Records(#[from] ::trajectory::Error),
     #[error("I/O error while {context}: {source}")]
     Io {
         context: String,

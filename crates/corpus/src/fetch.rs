@@ -85,12 +85,7 @@ pub fn download(url: &str) -> Result<Vec<u8>> {
 /// Writes `bytes` to `dest` through a temporary sibling and a rename, so a reader never sees a
 /// half-written file.
 pub fn write_atomically(dest: &Path, bytes: &[u8]) -> Result<()> {
-    if let Some(parent) = dest.parent() {
-        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    }
-    let tmp = dest.with_extension("partial");
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, dest).map_err(|e| Error::io(dest, e))
+    trajectory::write_atomic(dest, bytes).map_err(|e| Error::io(dest, e))
 }
 
 /// What an unpack left out.

@@ -10,6 +10,8 @@ pub enum Error {
     #[error(transparent)]
     Agent(#[from] agent::Error),
     #[error(transparent)]
+    Records(#[from] ::trajectory::Error),
+    #[error(transparent)]
     Tasks(#[from] tasks::Error),
     #[error(transparent)]
     Sandbox(#[from] sandbox::Error),

@@ -14,9 +14,9 @@ use rand_core::{RngCore, SeedableRng};
 use serde_json::{json, Value as Json};
 
 use crate::decoder::DecoderSpec;
-use crate::sampling::derive_seed;
 use crate::tokenizer::{train_byte_level_bpe, Tokenizer, ADDED_TOKENS};
 use crate::{weights, Arch, CausalLm, Error, Result};
+use trajectory::derive_seed;
 
 /// Qwen2.5's chat template (with tools), verbatim.
 pub const QWEN2_5_TEMPLATE: &str = include_str!("../templates/qwen2_5.jinja");
@@ -314,7 +314,7 @@ pub fn random_weights(spec: &DecoderSpec, seed: u64) -> Result<BTreeMap<String, 
         } else if name.ends_with(".bias") {
             vec![0.0; n]
         } else {
-            let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(seed, fnv1a(&name)));
+            let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(seed, &[fnv1a(&name)]));
             normal_samples(&mut rng, n, INIT_STD)
         };
         tensors.insert(name, Tensor::from_vec(values, dims, &device)?);

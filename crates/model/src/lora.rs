@@ -17,8 +17,8 @@ use rand_core::{RngCore, SeedableRng};
 use serde_json::json;
 
 use crate::decoder::DecoderSpec;
-use crate::sampling::derive_seed;
 use crate::{Error, Result};
+use trajectory::derive_seed;
 
 /// The linear layers an adapter may target, by their HF module name.
 pub const TARGETS: [&str; 7] = [
@@ -151,7 +151,7 @@ pub fn init_adapters(
     let mut out = BTreeMap::new();
     for layer in adapted_layers(spec, lora) {
         let name = layer.a_name();
-        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(seed, crate::init::fnv1a(&name)));
+        let mut rng = ChaCha8Rng::seed_from_u64(derive_seed(seed, &[crate::init::fnv1a(&name)]));
         let bound = 1.0 / (layer.in_dim as f64).sqrt();
         let values: Vec<f64> = (0..lora.rank * layer.in_dim)
             .map(|_| {

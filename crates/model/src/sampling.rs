@@ -60,18 +60,6 @@ pub struct Sampled {
     pub top_logprobs: Vec<(u32, f32)>,
 }
 
-/// `splitmix64(base ^ splitmix64(index))`: independent seeds for the parts of a seeded whole
-/// (the choices of one request, the rows of one batch).
-pub fn derive_seed(base: u64, index: u64) -> u64 {
-    fn splitmix64(mut z: u64) -> u64 {
-        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    splitmix64(base ^ splitmix64(index))
-}
-
 /// A sampler with its own RNG.
 #[derive(Debug, Clone)]
 pub struct Sampler {

@@ -5,40 +5,9 @@
 //! content beyond closing what was left open, so a repaired call means what the model wrote.
 //! It must never be used on anything but model output.
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// A slip that was repaired.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Repair {
-    /// The JSON was wrapped in a Markdown code fence.
-    CodeFence,
-    /// A `,` before `}` or `]`.
-    TrailingComma,
-    /// Strings or keys in single quotes.
-    SingleQuotes,
-    /// A raw newline, tab or other control character inside a string.
-    ControlCharInString,
-    /// A `"` inside a string that was not escaped.
-    UnescapedQuote,
-    /// A backslash before a character JSON does not allow to be escaped (`\d`, `\'`).
-    InvalidEscape,
-    /// Python's `True`, `False`, `None`.
-    PythonLiteral,
-    /// A string that was never closed.
-    UnclosedString,
-    /// `}` or `]` missing at the end.
-    MissingCloser,
-    /// Text after the JSON value.
-    TrailingText,
-    /// A `<tool_call>` without its `</tool_call>`.
-    UnclosedTag,
-    /// The arguments were a JSON string holding the JSON object.
-    ArgumentsAsString,
-    /// The arguments were under `parameters` (or `args`) instead of `arguments`.
-    ArgumentsKey,
-}
+pub use trajectory::Repair;
 
 /// Parses `text` as JSON, repairing common slips if strict parsing fails. On failure, returns
 /// the strict parser's message, which describes the model's text rather than the repair.

@@ -1,46 +1,12 @@
-//! Seeded randomness: seed derivation from a base seed and indices, a small generator for
-//! retry jitter, and the exponential backoff that uses it.
+//! The exponential backoff of retries, with jitter from a seeded generator.
 //!
 //! There is no hidden randomness anywhere in this crate: every random draw comes from a
-//! [`SplitMix64`] whose seed the caller chose or derived with [`derive_seed`].
+//! [`SplitMix64`] whose seed the caller chose or derived with [`derive_seed`] (both from
+//! [`trajectory::seed`]).
 
 use std::time::Duration;
 
-/// SplitMix64: tiny, fast and good enough for jitter and seed derivation (not for sampling).
-#[derive(Clone, Debug)]
-pub struct SplitMix64 {
-    state: u64,
-}
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> SplitMix64 {
-        SplitMix64 { state: seed }
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
-/// A seed for the thing at `indices` below `base`, in [0, 2^63) so that servers taking a signed
-/// 64-bit seed accept it. Different index paths give independent seeds.
-pub fn derive_seed(base: u64, indices: &[u64]) -> u64 {
-    let mut rng = SplitMix64::new(base);
-    let mut seed = rng.next_u64();
-    for &index in indices {
-        seed = SplitMix64::new(seed ^ index.wrapping_mul(0xd6e8_feb8_6659_fd93)).next_u64();
-    }
-    seed >> 1
-}
+pub use trajectory::{derive_seed, SplitMix64};
 
 /// Exponential backoff with jitter: attempt `k` waits between half and all of
 /// `min(max, base * 2^k)`, or the server's `Retry-After` if that is longer (capped at `max`).
@@ -72,18 +38,6 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn derived_seeds_are_stable_distinct_and_positive() {
-        let a = derive_seed(7, &[0, 1]);
-        assert_eq!(a, derive_seed(7, &[0, 1]));
-        assert_ne!(a, derive_seed(7, &[1, 0]));
-        assert_ne!(a, derive_seed(8, &[0, 1]));
-        assert_ne!(derive_seed(7, &[]), derive_seed(7, &[0]));
-        for i in 0..1000 {
-            assert!(derive_seed(i, &[i]) < 1 << 63);
-        }
-    }
 
     #[test]
     fn backoff_grows_within_bounds() {

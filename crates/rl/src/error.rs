@@ -15,6 +15,8 @@ pub enum Error {
     #[error(transparent)]
     Agent(#[from] agent::Error),
     #[error(transparent)]
+    Records(#[from] ::trajectory::Error),
+    #[error(transparent)]
     Serve(#[from] serve::Error),
     #[error("I/O error on {path}: {source}")]
     Io {

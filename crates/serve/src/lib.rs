@@ -4,7 +4,7 @@
 //! gets an OpenAI-style error body with a 4xx status; nothing a client sends stops the server.
 //!
 //! Randomness: a request without a `seed` gets one derived from the server's seed and the
-//! request's number; choice `i` samples with `derive_seed(seed, i)`.
+//! request's number; choice `i` samples with `derive_seed(seed, &[i])`.
 
 pub mod error;
 pub mod local;
@@ -28,11 +28,12 @@ use model::chat::ChatTemplate;
 use model::generate::{
     truncate_at_stop, Engine, EngineConfig, FinishReason, GenerationParams, Request, TokenEvent,
 };
-use model::sampling::{derive_seed, SamplingParams};
+use model::sampling::SamplingParams;
 use model::tokenizer::Tokenizer;
 use model::{CausalLm, DType, Device};
 use serde_json::{json, Map, Value as Json};
 use tokio::sync::mpsc;
+use trajectory::derive_seed;
 
 pub use error::{ApiError, Error, Result};
 pub use local::LocalPolicy;
@@ -218,7 +219,7 @@ fn prepare(state: &AppState, body: &[u8]) -> std::result::Result<Prepared, ApiEr
     let seed = request
         .seed
         .map(|s| s as u64)
-        .unwrap_or_else(|| derive_seed(state.seed, number));
+        .unwrap_or_else(|| derive_seed(state.seed, &[number]));
     let stops = request.stop_strings();
     let top_logprobs = if request.logprobs.unwrap_or(false) {
         request.top_logprobs.unwrap_or(0)
@@ -235,7 +236,7 @@ fn prepare(state: &AppState, body: &[u8]) -> std::result::Result<Prepared, ApiEr
                     temperature: request.temperature.unwrap_or(1.0),
                     top_p: request.top_p.unwrap_or(1.0),
                     top_k: request.top_k.filter(|&k| k > 0).map_or(0, |k| k as usize),
-                    seed: derive_seed(seed, choice as u64),
+                    seed: derive_seed(seed, &[choice as u64]),
                 },
                 max_tokens,
                 stop: stops.clone(),

@@ -15,6 +15,8 @@ pub enum Error {
     Tasks(#[from] tasks::Error),
     #[error("mutation: {0}")]
     Mutate(#[from] mutate::Error),
+    #[error("{0}")]
+    Records(#[from] trajectory::Error),
     #[error("call coverage: {0}")]
     Coverage(String),
     #[error("I/O error at {path}: {source}")]

@@ -16,7 +16,6 @@ use corpus::{Cache, Ecosystem, ProjectSpec};
 use mutate::{Language, Mutation};
 use sandbox::{Sandbox, SnapshotStore};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tasks::{GradedProject, Grader, Instance, Skill};
 
 use crate::bugs::{validate, Bug, Outcome, Rejection};
@@ -118,11 +117,7 @@ struct CandidateRecord {
 
 /// A seed derived from a parent seed and a label.
 pub fn derive_seed(seed: u64, label: &str) -> u64 {
-    let digest = Sha256::new()
-        .chain_update(seed.to_le_bytes())
-        .chain_update(label.as_bytes())
-        .finalize();
-    u64::from_le_bytes(digest[..8].try_into().expect("8 bytes"))
+    trajectory::derive_seed_from_bytes(seed, &[label.as_bytes()])
 }
 
 fn append_line<T: Serialize>(path: &Path, value: &T) -> Result<()> {
@@ -137,26 +132,24 @@ fn append_line<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     file.sync_data().map_err(|e| Error::io(path, e))
 }
 
-/// Lines of a JSONL file that parse; a torn last line (a crash mid-write) is skipped.
-pub fn read_lines<T: serde::de::DeserializeOwned>(path: &Path) -> Vec<T> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect()
+/// The records of a JSONL file (none if it does not exist yet). A torn last line (a crash
+/// mid-write) is skipped; any other malformed line is an error naming it.
+pub fn read_lines<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    Ok(trajectory::read_lines_if_exists(path)?.records)
 }
 
 /// Instance ids already written to `out`.
-fn existing_ids(out: &Path) -> BTreeSet<String> {
+fn existing_ids(out: &Path) -> Result<BTreeSet<String>> {
     let mut ids = BTreeSet::new();
     for skill in Skill::ALL {
-        for value in read_lines::<serde_json::Value>(&out.join(format!("{}.jsonl", skill.name()))) {
+        for value in read_lines::<serde_json::Value>(&out.join(format!("{}.jsonl", skill.name())))?
+        {
             if let Some(id) = value.get("instance_id").and_then(|v| v.as_str()) {
                 ids.insert(id.to_string());
             }
         }
     }
-    ids
+    Ok(ids)
 }
 
 /// Mutation candidates of a project after the static filters: (all, covered by some test).
@@ -213,7 +206,7 @@ pub async fn synth_project(
     let key = spec.key();
     let state_dir = options.out.join("state").join(&key);
     std::fs::create_dir_all(&state_dir).map_err(|e| Error::io(&state_dir, e))?;
-    if let Some(report) = read_lines::<ProjectReport>(&state_dir.join("done.json")).pop() {
+    if let Some(report) = read_lines::<ProjectReport>(&state_dir.join("done.json"))?.pop() {
         events(Event::ProjectDone {
             project: key.clone(),
         });
@@ -304,7 +297,7 @@ pub async fn synth_state(
             .candidates += 1;
     }
     let records_path = state_dir.join("candidates.jsonl");
-    let mut done: BTreeMap<String, CandidateRecord> = read_lines::<CandidateRecord>(&records_path)
+    let mut done: BTreeMap<String, CandidateRecord> = read_lines::<CandidateRecord>(&records_path)?
         .into_iter()
         .map(|r| (r.mutation_ids.join("+"), r))
         .collect();
@@ -435,7 +428,7 @@ pub async fn synth_state(
         runner: state.runner(),
         snapshot: state.snapshot.clone(),
     });
-    let existing = existing_ids(&options.out);
+    let existing = existing_ids(&options.out)?;
     let wrong_place: Vec<Mutation> = covered
         .iter()
         .filter(|m| !order.contains_key(&m.id()))

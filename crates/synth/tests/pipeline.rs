@@ -68,7 +68,8 @@ async fn mini_project_end_to_end() {
     let n_bugs = report.bugs;
     let mut by_skill: BTreeMap<Skill, Vec<Instance>> = BTreeMap::new();
     for skill in Skill::ALL {
-        let instances: Vec<Instance> = read_lines(&out.join(format!("{}.jsonl", skill.name())));
+        let instances: Vec<Instance> =
+            read_lines(&out.join(format!("{}.jsonl", skill.name()))).unwrap();
         by_skill.insert(skill, instances);
     }
     for skill in [
@@ -152,7 +153,7 @@ async fn mini_project_end_to_end() {
     .await
     .unwrap();
     assert_eq!(again.bugs, n_bugs);
-    let editing: Vec<Instance> = read_lines(&out.join("editing.jsonl"));
+    let editing: Vec<Instance> = read_lines(&out.join("editing.jsonl")).unwrap();
     assert_eq!(editing.len(), n_bugs);
 
     // Answers that try to cheat get nothing.

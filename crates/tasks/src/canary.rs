@@ -178,16 +178,7 @@ impl Canaries {
 /// A seed per (grader seed, file, content): the same tree gets the same canaries within one
 /// grader (so repeated runs of it can be remembered), a different grader different ones.
 pub fn seed_for(grader_seed: u64, path: &str, content: &str) -> u64 {
-    use sha2::Digest as _;
-    let digest = sha2::Sha256::new()
-        .chain_update(grader_seed.to_le_bytes())
-        .chain_update(path.as_bytes())
-        .chain_update([0])
-        .chain_update(content.as_bytes())
-        .finalize();
-    let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(&digest[..8]);
-    u64::from_le_bytes(bytes)
+    trajectory::derive_seed_from_bytes(grader_seed, &[path.as_bytes(), content.as_bytes()])
 }
 
 /// Words (split at `_`) of the names defined on lines starting with `marker` (`def test_`, `fn `,

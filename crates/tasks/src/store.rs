@@ -97,15 +97,12 @@ pub fn write_dir(dir: &Path, instances: &[Instance]) -> Result<()> {
             let _ = std::fs::remove_file(&file);
             continue;
         }
-        let tmp = file.with_extension("tmp");
-        std::fs::write(&tmp, lines.join("\n") + "\n").map_err(|source| Error::Io {
-            path: tmp.clone(),
-            source,
-        })?;
-        std::fs::rename(&tmp, &file).map_err(|source| Error::Io {
-            path: file.clone(),
-            source,
-        })?;
+        trajectory::write_atomic(&file, (lines.join("\n") + "\n").as_bytes()).map_err(
+            |source| Error::Io {
+                path: file.clone(),
+                source,
+            },
+        )?;
     }
     Ok(())
 }

@@ -28,7 +28,7 @@ pub enum Error {
     #[error("model: {0}")]
     Model(#[from] model::Error),
     #[error("trajectories: {0}")]
-    Trajectories(#[from] agent::Error),
+    Trajectories(#[from] trajectory::Error),
     #[error("tensor operation failed: {0}")]
     Tensor(#[from] candle_core::Error),
 }

@@ -4,8 +4,8 @@
 
 use std::collections::BTreeMap;
 
-use agent::TokenSegment;
 use serde::{Deserialize, Serialize};
+use trajectory::TokenSegment;
 
 use crate::advantage::{group_advantages, mean_std, GroupAdvantages};
 use crate::batch::Sequence;
@@ -24,7 +24,7 @@ pub struct Sample {
 
 impl Sample {
     pub fn from_trajectory(
-        trajectory: &agent::Trajectory,
+        trajectory: &trajectory::Trajectory,
         reward: f64,
         group: impl Into<String>,
         skill: impl Into<String>,

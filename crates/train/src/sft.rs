@@ -1,8 +1,8 @@
 //! Supervised fine-tuning data and loop: trajectory files in, sequences with a loss mask that
 //! covers only what the assistant wrote, one AdamW step per token budget, resumable.
 //!
-//! Records (JSONL, one per line, as written by `agent::JsonlWriter`): either a bare
-//! `agent::Trajectory`, or an evaluation record `{"trajectory": {...}, "verdict": {"reward": R,
+//! Records (JSONL, one per line, as written by `trajectory::JsonlWriter`): either a bare
+//! `trajectory::Trajectory`, or an evaluation record `{"trajectory": {...}, "verdict": {"reward": R,
 //! ...}, ...}`. A trajectory is kept if its outcome is `submitted` and, when the record carries a
 //! reward, that reward is at least `min_reward` (the top reward, 1, by default).
 //!
@@ -13,7 +13,6 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use agent::{Outcome, Trajectory};
 use candle_core::Device;
 use model::chat::ChatTemplate;
 use model::tokenizer::Tokenizer;
@@ -21,6 +20,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_core::{RngCore, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
+use trajectory::{Outcome, Trajectory};
 
 use crate::batch::Sequence;
 use crate::config::TrainConfig;
@@ -72,7 +72,7 @@ pub fn record_files(path: &Path) -> Result<Vec<PathBuf>> {
 pub fn read_records(path: &Path) -> Result<Vec<SftRecord>> {
     let mut records = Vec::new();
     for file in record_files(path)? {
-        let report = agent::read_jsonl::<Json>(&file)?;
+        let report = trajectory::read_jsonl::<Json>(&file)?;
         if let Some(tail) = report.truncated_tail {
             tracing::warn!(file = %file.display(), line = tail.line, "ignoring a truncated last line");
         }
@@ -178,7 +178,7 @@ impl Renderer {
         let full = render(messages.len(), false)?;
         let mut spans = Vec::new();
         for (i, m) in trajectory.messages.iter().enumerate() {
-            if m.role != policy::Role::Assistant {
+            if m.role != trajectory::Role::Assistant {
                 continue;
             }
             let before = render(i, true)?;
@@ -325,20 +325,14 @@ pub fn next_batch(
     let mut cursor = cursor;
     let mut batch = Vec::new();
     let mut tokens = 0;
-    let mut order = permutation(
-        n_sequences,
-        model::sampling::derive_seed(seed, cursor.epoch),
-    );
+    let mut order = permutation(n_sequences, trajectory::derive_seed(seed, &[cursor.epoch]));
     while n_sequences > 0 && (batch.is_empty() || tokens < batch_tokens) {
         if cursor.position >= n_sequences {
             cursor = Cursor {
                 epoch: cursor.epoch + 1,
                 position: 0,
             };
-            order = permutation(
-                n_sequences,
-                model::sampling::derive_seed(seed, cursor.epoch),
-            );
+            order = permutation(n_sequences, trajectory::derive_seed(seed, &[cursor.epoch]));
         }
         let i = order[cursor.position];
         tokens += lengths(i);
@@ -484,7 +478,7 @@ mod tests {
         let lengths = |i: usize| [5, 3, 8, 2][i];
         let (a, c1) = next_batch(4, &lengths, Cursor::default(), 9, 9);
         let (b, c2) = next_batch(4, &lengths, c1, 9, 9);
-        let first = permutation(4, model::sampling::derive_seed(9, 0));
+        let first = permutation(4, trajectory::derive_seed(9, &[0]));
         // The first batch is a prefix of epoch 0's order reaching 9 tokens.
         assert_eq!(a, first[..a.len()]);
         assert!(a.iter().map(|&i| lengths(i)).sum::<usize>() >= 9);

@@ -107,7 +107,8 @@ fn text_only_trajectories_train_only_assistant_turns() {
     let dir = tempfile::tempdir().unwrap();
     small_model(dir.path());
     let renderer = Renderer::from_dir(dir.path()).unwrap();
-    let t: agent::Trajectory = serde_json::from_value(trajectory("text", true, json!([]))).unwrap();
+    let t: trajectory::Trajectory =
+        serde_json::from_value(trajectory("text", true, json!([]))).unwrap();
     let seq = renderer.sequence(&t).unwrap();
     // The trained tokens decode to exactly the two assistant turns, each with its end-of-turn.
     let mut spans = Vec::new();
@@ -155,11 +156,12 @@ fn an_interrupted_sft_run_resumes_to_the_same_weights() {
     let model_dir = root.path().join("model");
     small_model(&model_dir);
     let renderer = Renderer::from_dir(&model_dir).unwrap();
-    let t: agent::Trajectory = serde_json::from_value(trajectory("text", true, json!([]))).unwrap();
+    let t: trajectory::Trajectory =
+        serde_json::from_value(trajectory("text", true, json!([]))).unwrap();
     let mut data = vec![renderer.sequence(&t).unwrap()];
     let segs = json!([{"token_ids": [5, 6, 7, 8, 9], "loss_mask": [0, 0, 1, 1, 1],
                        "logprobs": [0.0, 0.0, -1.0, -1.0, -1.0], "first_step": 0, "last_step": 0}]);
-    let t2: agent::Trajectory = serde_json::from_value(trajectory("tok", true, segs)).unwrap();
+    let t2: trajectory::Trajectory = serde_json::from_value(trajectory("tok", true, segs)).unwrap();
     data.extend(sft::sequences(&[t2], None).unwrap().0);
     let options = |steps| SftOptions {
         steps,

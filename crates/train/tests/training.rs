@@ -6,8 +6,9 @@ mod common;
 
 use candle_core::Device;
 use model::generate::{Engine, EngineConfig, GenerationParams, Request};
-use model::sampling::{derive_seed, SamplingParams};
+use model::sampling::SamplingParams;
 use train::{Algorithm, Decay, LossConfig, Precision, Sample, Schedule, TrainConfig, Trainer};
+use trajectory::derive_seed;
 
 fn batch(step: u64) -> Vec<Sample> {
     let s = step as u32;
@@ -130,7 +131,7 @@ fn rollouts(
             prompt: PROMPT.to_vec(),
             params: GenerationParams {
                 sampling: SamplingParams {
-                    seed: derive_seed(derive_seed(1234, step), i as u64),
+                    seed: derive_seed(1234, &[step, i as u64]),
                     ..SamplingParams::default()
                 },
                 max_tokens: 6,

@@ -5,7 +5,9 @@ use sandbox::{Episode, ExecRequest};
 use serde::Serialize;
 
 use super::output::shorten;
-use super::{ExecSummary, Observation, ToolSettings};
+use trajectory::ExecSummary;
+
+use super::{Observation, ToolSettings};
 use crate::error::Result;
 use crate::prompts::{Prompts, BASH_OBSERVATION_TEMPLATE};
 
@@ -57,7 +59,7 @@ pub async fn run(
             returncode: result.status.code(),
             output: &output,
             timed_out: result.timed_out,
-            killed_by,
+            killed_by: killed_by.clone(),
             timeout_seconds: seconds(settings.command_timeout),
         },
     )?;
@@ -68,7 +70,7 @@ pub async fn run(
             exit_code: result.status.code(),
             seconds: result.duration.as_secs_f64(),
             cpu_seconds: result.cpu_time.as_secs_f64(),
-            killed_by: result.killed_by,
+            killed_by,
             output_bytes: shown.total_bytes,
             elided_bytes: shown.elided_bytes,
         }),

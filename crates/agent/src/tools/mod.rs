@@ -13,13 +13,14 @@ pub mod submit;
 use std::time::Duration;
 
 use policy::{ToolSpec, SUBMIT_TOOL};
-use sandbox::{Episode, LimitKind};
+use sandbox::Episode;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::Result;
 use crate::prompts::Prompts;
 pub use submit::SubmitSpec;
+use trajectory::ExecSummary;
 
 pub const BASH: &str = "bash";
 pub const EDITOR: &str = "str_replace_editor";
@@ -70,17 +71,6 @@ impl Default for EnabledTools {
             editor: true,
         }
     }
-}
-
-/// What a command did, for reports (the text the model saw is in the conversation).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ExecSummary {
-    pub exit_code: i32,
-    pub seconds: f64,
-    pub cpu_seconds: f64,
-    pub killed_by: Option<LimitKind>,
-    pub output_bytes: u64,
-    pub elided_bytes: u64,
 }
 
 /// What a tool call returns to the model.

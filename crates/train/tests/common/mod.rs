@@ -52,14 +52,14 @@ pub fn write_checkpoint(dir: &Path, config: &serde_json::Value, seed: u64, sprea
 }
 
 /// A token segment: `prompt` untrained, `completion` trained with the given rollout log-probs.
-pub fn segment(prompt: &[u32], completion: &[u32], logprobs: &[f32]) -> agent::TokenSegment {
+pub fn segment(prompt: &[u32], completion: &[u32], logprobs: &[f32]) -> trajectory::TokenSegment {
     let mut token_ids = prompt.to_vec();
     token_ids.extend_from_slice(completion);
     let mut loss_mask = vec![0u8; prompt.len()];
     loss_mask.extend(std::iter::repeat_n(1u8, completion.len()));
     let mut lp = vec![0f32; prompt.len()];
     lp.extend_from_slice(logprobs);
-    agent::TokenSegment {
+    trajectory::TokenSegment {
         token_ids,
         loss_mask,
         logprobs: lp,

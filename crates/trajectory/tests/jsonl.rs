@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use agent::{read_jsonl, Error, JsonlWriter, RecordSink, TruncatedTail, WriterConfig};
 use serde::{Deserialize, Serialize};
+use trajectory::{read_jsonl, Error, JsonlWriter, RecordSink, TruncatedTail, WriterConfig};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 struct Record {

@@ -7,12 +7,11 @@
 //! otherwise (the chat template re-rendered history differently) a new segment starts, so no
 //! token is ever trained on that the model did not see in that position.
 
-use policy::{FinishReason, Message, Repair, TokenTrace, ToolSpec, Usage};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::message::{FinishReason, Message, TokenTrace, ToolSpec, Usage};
 use crate::outcome::Outcome;
-use crate::tools::ExecSummary;
 
 /// One episode.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -79,6 +78,51 @@ pub struct CallRecord {
     pub is_error: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec: Option<ExecSummary>,
+}
+
+/// What a command did, for reports (the text the model saw is in the conversation).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ExecSummary {
+    pub exit_code: i32,
+    pub seconds: f64,
+    pub cpu_seconds: f64,
+    /// The sandbox limit that ended the command (`wall_clock`, `memory`, `cpu_time`,
+    /// `file_size`, `output`), if one did.
+    pub killed_by: Option<String>,
+    pub output_bytes: u64,
+    pub elided_bytes: u64,
+}
+
+/// A slip that was repaired.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Repair {
+    /// The JSON was wrapped in a Markdown code fence.
+    CodeFence,
+    /// A `,` before `}` or `]`.
+    TrailingComma,
+    /// Strings or keys in single quotes.
+    SingleQuotes,
+    /// A raw newline, tab or other control character inside a string.
+    ControlCharInString,
+    /// A `"` inside a string that was not escaped.
+    UnescapedQuote,
+    /// A backslash before a character JSON does not allow to be escaped (`\d`, `\'`).
+    InvalidEscape,
+    /// Python's `True`, `False`, `None`.
+    PythonLiteral,
+    /// A string that was never closed.
+    UnclosedString,
+    /// `}` or `]` missing at the end.
+    MissingCloser,
+    /// Text after the JSON value.
+    TrailingText,
+    /// A `<tool_call>` without its `</tool_call>`.
+    UnclosedTag,
+    /// The arguments were a JSON string holding the JSON object.
+    ArgumentsAsString,
+    /// The arguments were under `parameters` (or `args`) instead of `arguments`.
+    ArgumentsKey,
 }
 
 /// Where a step's tokens are in the trajectory's token segments.

@@ -264,6 +264,52 @@ pub struct ReadReport<T> {
 /// Reads every record of `path`. A malformed line other than a partial last line is an error;
 /// so is a schema version this build does not read.
 pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<ReadReport<T>> {
+    read_with(path, |mut value, corrupt, line| {
+        let version = value
+            .as_object_mut()
+            .and_then(|o| o.remove("schema_version"))
+            .and_then(|v| v.as_u64());
+        match version {
+            Some(v) if v == u64::from(SCHEMA_VERSION) => {}
+            Some(found) => {
+                return Err(Error::SchemaVersion {
+                    path: path.to_path_buf(),
+                    line,
+                    found,
+                    supported: SCHEMA_VERSION,
+                })
+            }
+            None => return Err(corrupt("no `schema_version` field".into())),
+        }
+        serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))
+    })
+}
+
+/// Reads every line of `path` as a `T`, for files whose records carry no envelope of this
+/// module (they may version themselves). Strict as [`read_jsonl`]: a malformed line other than a
+/// partial last line is an error naming the file and line. A missing file is an error too; use
+/// [`read_lines_if_exists`] where absence means "nothing yet".
+pub fn read_lines<T: DeserializeOwned>(path: &Path) -> Result<ReadReport<T>> {
+    read_with(path, |value, corrupt, _| {
+        serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))
+    })
+}
+
+/// [`read_lines`], with a missing file read as an empty one.
+pub fn read_lines_if_exists<T: DeserializeOwned>(path: &Path) -> Result<ReadReport<T>> {
+    if !path.exists() {
+        return Ok(ReadReport {
+            records: Vec::new(),
+            truncated_tail: None,
+        });
+    }
+    read_lines(path)
+}
+
+fn read_with<T>(
+    path: &Path,
+    decode: impl Fn(Value, &dyn Fn(String) -> Error, usize) -> Result<T>,
+) -> Result<ReadReport<T>> {
     let file = File::open(path).map_err(|source| Error::Io {
         context: format!("opening {}", path.display()),
         source,
@@ -294,7 +340,7 @@ pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<ReadReport<T>> {
         if buffer.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let mut value: Value = match serde_json::from_slice(&buffer) {
+        let value: Value = match serde_json::from_slice(&buffer) {
             Ok(value) => value,
             Err(_) if !complete => {
                 truncated_tail = Some(TruncatedTail {
@@ -305,23 +351,7 @@ pub fn read_jsonl<T: DeserializeOwned>(path: &Path) -> Result<ReadReport<T>> {
             }
             Err(e) => return Err(corrupt(e.to_string())),
         };
-        let version = value
-            .as_object_mut()
-            .and_then(|o| o.remove("schema_version"))
-            .and_then(|v| v.as_u64());
-        match version {
-            Some(v) if v == u64::from(SCHEMA_VERSION) => {}
-            Some(found) => {
-                return Err(Error::SchemaVersion {
-                    path: path.to_path_buf(),
-                    line: line_number,
-                    found,
-                    supported: SCHEMA_VERSION,
-                })
-            }
-            None => return Err(corrupt("no `schema_version` field".into())),
-        }
-        records.push(serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?);
+        records.push(decode(value, &corrupt, line_number)?);
     }
     Ok(ReadReport {
         records,
