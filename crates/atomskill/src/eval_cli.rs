@@ -85,7 +85,7 @@ impl AgentArgs {
             Some(dir) => Prompts::from_dir(dir)?,
             None => Prompts::embedded()?,
         };
-        eval::task::add_templates(&mut prompts)?;
+        rollout::task::add_templates(&mut prompts)?;
         let mut settings = AgentSettings::new(prompts);
         settings.budgets.max_steps = self.max_steps;
         settings.budgets.max_context_tokens = self.max_context_tokens;

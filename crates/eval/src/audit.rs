@@ -17,7 +17,7 @@ use tasks::hacks::{Expect, Hack, Play};
 use tasks::Instance;
 
 use crate::error::Result;
-use crate::rollout::Rollout;
+use rollout::Rollout;
 
 #[derive(Clone, Debug)]
 pub struct AuditOptions {

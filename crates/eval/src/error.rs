@@ -12,6 +12,8 @@ pub enum Error {
     #[error(transparent)]
     Records(#[from] ::trajectory::Error),
     #[error(transparent)]
+    Rollout(#[from] rollout::Error),
+    #[error(transparent)]
     Tasks(#[from] tasks::Error),
     #[error(transparent)]
     Sandbox(#[from] sandbox::Error),
@@ -21,19 +23,6 @@ pub enum Error {
     Io {
         path: PathBuf,
         source: std::io::Error,
-    },
-    #[error("no prepared project `{name}-{version}` in the corpus cache {cache}; run `atomskill corpus fetch` (or `synth`) for it first")]
-    MissingProject {
-        name: String,
-        version: String,
-        cache: PathBuf,
-    },
-    #[error("project `{name}-{version}` changed since the tasks were made: its tree is snapshot {found}, the tasks name {expected}")]
-    SnapshotChanged {
-        name: String,
-        version: String,
-        expected: String,
-        found: String,
     },
     #[error("no task instances in {0}")]
     NoInstances(PathBuf),

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use tasks::Skill;
 
-use crate::rollout::EpisodeRecord;
+use rollout::EpisodeRecord;
 
 /// The unbiased pass@k estimate for `n` samples of which `c` are correct.
 pub fn pass_at_k(n: usize, c: usize, k: usize) -> f64 {

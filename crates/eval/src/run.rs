@@ -13,8 +13,8 @@ use tokio::task::JoinSet;
 
 use crate::error::{Error, Result};
 use crate::metrics::Summary;
-use crate::rollout::{EpisodeRecord, Rollout};
 use crate::store::{self, RunInfo};
+use rollout::{EpisodeRecord, Rollout};
 
 /// Which policy plays.
 #[derive(Clone)]
@@ -114,7 +114,7 @@ pub async fn run_eval(
                 PolicyChoice::Null => Arc::new(NullPolicy::new()),
                 PolicyChoice::Oracle => {
                     let snapshot = &instance.project.snapshot;
-                    Arc::new(crate::oracle::oracle_policy(&instance, |path| {
+                    Arc::new(rollout::oracle::oracle_policy(&instance, |path| {
                         rollout.projects().pristine(snapshot, path)
                     }))
                 }

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::rollout::EpisodeRecord;
+use rollout::EpisodeRecord;
 
 pub const EPISODES_FILE: &str = "episodes.jsonl";
 pub const RUN_FILE: &str = "run.json";

@@ -20,7 +20,7 @@ fn rollout(mini: &MiniTasks) -> Rollout {
     let mut projects = Projects::new();
     projects.add(mini.prepared.clone(), mini.snapshot.clone());
     let mut prompts = Prompts::embedded().unwrap();
-    eval::task::add_templates(&mut prompts).unwrap();
+    rollout::task::add_templates(&mut prompts).unwrap();
     let mut settings = AgentSettings::new(prompts);
     settings.budgets.max_steps = 12;
     settings.budgets.wall_clock = Duration::from_secs(300);
@@ -93,7 +93,7 @@ async fn honest(rollout: &Rollout, instances: &[Instance]) {
     for instance in instances {
         let snapshot = &instance.project.snapshot;
         let policy =
-            eval::oracle::oracle_policy(instance, |p| rollout.projects().pristine(snapshot, p));
+            rollout::oracle::oracle_policy(instance, |p| rollout.projects().pristine(snapshot, p));
         let record = rollout.run(&policy, instance, 0, 1).await.unwrap();
         let verdict = record.verdict.as_ref().expect("graded");
         let (_, top) = instance.skill().reward_range();

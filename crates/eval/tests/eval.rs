@@ -41,7 +41,7 @@ async fn world() -> World {
     let mut projects = Projects::new();
     projects.add(prepared, snapshot);
     let mut prompts = Prompts::embedded().unwrap();
-    eval::task::add_templates(&mut prompts).unwrap();
+    rollout::task::add_templates(&mut prompts).unwrap();
     let mut settings = AgentSettings::new(prompts);
     settings.budgets.max_steps = 12;
     settings.budgets.wall_clock = Duration::from_secs(120);
@@ -76,9 +76,9 @@ async fn oracle_server(world: &World) -> String {
     let mut scripts: Scripts = BTreeMap::new();
     for (i, instance) in world.instances.iter().enumerate() {
         let task =
-            eval::task::agent_task(instance, &world.rollout.settings().prompts, vec![]).unwrap();
+            rollout::task::agent_task(instance, &world.rollout.settings().prompts, vec![]).unwrap();
         let snapshot = &instance.project.snapshot;
-        let turns = eval::oracle::oracle_turns(instance, |p| {
+        let turns = rollout::oracle::oracle_turns(instance, |p| {
             world.rollout.projects().pristine(snapshot, p)
         });
         scripts.insert(task.user_prompt, (turns, i % 2 == 1));

@@ -13,6 +13,8 @@ pub enum Error {
     #[error(transparent)]
     Eval(#[from] eval::Error),
     #[error(transparent)]
+    Episodes(#[from] rollout::Error),
+    #[error(transparent)]
     Agent(#[from] agent::Error),
     #[error(transparent)]
     Records(#[from] ::trajectory::Error),

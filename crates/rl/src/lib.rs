@@ -1,7 +1,7 @@
 //! Joint GRPO over atomic skills (the mission's training recipe).
 //!
 //! Rollout workers draw tasks from a weighted mixture of skills, run groups of episodes with the
-//! policy at weight version v (agent loop + sandbox + verifier, [`eval::Rollout`]), and hand
+//! policy at weight version v (agent loop + sandbox + verifier, [`rollout::Rollout`]), and hand
 //! scored groups to the optimiser, which steps while the workers keep going. A group whose
 //! version is more than `max_staleness` behind the trainer's is dropped (and counted); the
 //! workers never run more than `(max_staleness + 1) × groups_per_step` groups ahead. After each

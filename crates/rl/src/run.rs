@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent::{JsonlWriter, OutcomeKind, WriterConfig};
-use eval::{EpisodeRecord, Rollout};
 use policy::{OpenAiConfig, OpenAiPolicy, Policy};
+use rollout::{EpisodeRecord, Rollout};
 use serde::{Deserialize, Serialize};
 use tasks::Instance;
 use tokio::sync::{mpsc, Semaphore};

@@ -9,11 +9,11 @@
 use std::time::Duration;
 
 use agent::{AgentSettings, Prompts};
-use eval::{Projects, Rollout};
 use model::init::{init_checkpoint, InitOptions, Size};
 use model::Arch;
 use rl::run::{read_history, RolloutLine};
 use rl::{run_training, RunConfig, TrainEvent};
+use rollout::{Projects, Rollout};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpo_loop_runs_syncs_and_resumes() {
@@ -33,7 +33,7 @@ async fn grpo_loop_runs_syncs_and_resumes() {
     let mut projects = Projects::new();
     projects.add(mini.prepared.clone(), mini.snapshot.clone());
     let mut prompts = Prompts::embedded().unwrap();
-    eval::task::add_templates(&mut prompts).unwrap();
+    rollout::task::add_templates(&mut prompts).unwrap();
     let rollout = Rollout::new(
         mini.sandbox.clone(),
         projects,

@@ -384,12 +384,7 @@ fn gold_script(spec: &corpus::ProjectSpec, f2p: &[String]) -> String {
     }
 }
 
-pub fn reproduction_path(ecosystem: Ecosystem) -> &'static str {
-    match ecosystem {
-        Ecosystem::Pypi => "reproduce_issue.py",
-        Ecosystem::Crates => "reproduce_issue.sh",
-    }
-}
+pub use tasks::gold::reproduction_path;
 
 async fn review(
     ctx: &Context<'_>,

@@ -1,57 +1,11 @@
 //! Instance validation: the gold answer must earn the skill's top reward and an empty answer its
 //! bottom reward, both measured by the real verifier before the instance is written.
 
-use serde_json::json;
-use tasks::{Answer, FileEdits, Grader, Instance, Task, Validation};
+use tasks::{Answer, Grader, Instance, Validation};
 
 use crate::error::Result;
 
-/// The answer a perfect agent would leave: submit arguments and changed files (relative to the
-/// pristine snapshot, as the agent runtime captures them).
-pub fn gold_answer(instance: &Instance) -> Answer {
-    match &instance.task {
-        Task::Localization { gold_files, .. } => Answer {
-            submission: json!({ "files": gold_files }),
-            files: instance.setup.clone(),
-        },
-        Task::Editing { gold_patch, .. } | Task::BugFixing { gold_patch, .. } => Answer {
-            submission: json!({}),
-            files: instance.setup.then(gold_patch),
-        },
-        Task::TestGeneration {
-            gold_test,
-            grade_path,
-            harness,
-            ..
-        } => {
-            // Python: any path (the grader places the file); Rust: the declared module's file.
-            let path = if harness.is_some() {
-                grade_path.as_str()
-            } else {
-                "test_generated.py"
-            };
-            Answer {
-                submission: json!({ "path": path }),
-                files: instance
-                    .setup
-                    .then(&FileEdits::new().write(path, gold_test.clone())),
-            }
-        }
-        Task::Reproduction { gold_script, .. } => {
-            let path = crate::skills::reproduction_path(instance.project.ecosystem);
-            Answer {
-                submission: json!({ "path": path }),
-                files: instance
-                    .setup
-                    .then(&FileEdits::new().write(path, gold_script.clone())),
-            }
-        }
-        Task::Review { label, .. } => Answer {
-            submission: json!({ "verdict": if *label { "YES" } else { "NO" }, "review": "gold label" }),
-            files: instance.setup.clone(),
-        },
-    }
-}
+pub use tasks::gold::gold_answer;
 
 /// An agent that changed nothing and submitted nothing.
 pub fn empty_answer(instance: &Instance) -> Answer {

@@ -7,6 +7,7 @@
 pub mod canary;
 pub mod decontam;
 pub mod error;
+pub mod gold;
 pub mod hacks;
 pub mod instance;
 pub mod mutants;
@@ -19,6 +20,7 @@ pub mod verify;
 
 pub use crate::canary::{TamperKind, Tampering};
 pub use crate::error::{Error, Result};
+pub use crate::gold::{gold_answer, reproduction_path};
 pub use crate::instance::{
     BugRef, CandidateKind, Harness, Instance, Mutant, ProjectRef, Skill, TargetFunction, Task,
     Validation, SCHEMA_VERSION,

@@ -1,5 +1,5 @@
 //! What the agent is told per skill: the instance's user prompt (a template file per skill in
-//! `crates/eval/prompts/`) and the arguments of its `submit` tool.
+//! `crates/rollout/prompts/`) and the arguments of its `submit` tool.
 
 use agent::{AgentTask, EnabledTools, Prompts, SubmitSpec};
 use corpus::Ecosystem;
@@ -123,7 +123,7 @@ fn prompt_vars(instance: &Instance) -> Value {
             }),
         }),
         Task::Reproduction { issue, .. } => {
-            let path = synth::skills::reproduction_path(ecosystem);
+            let path = tasks::reproduction_path(ecosystem);
             let interpreter = if path.ends_with(".sh") {
                 "bash"
             } else {

@@ -12,7 +12,7 @@ pub fn oracle_turns(
     instance: &Instance,
     pristine: impl Fn(&str) -> Option<String>,
 ) -> Vec<ScriptedTurn> {
-    let mut gold = synth::validate::gold_answer(instance);
+    let mut gold = tasks::gold_answer(instance);
     if let Task::TestGeneration { harness: None, .. } = instance.task {
         // The gold answer names the file the task suggests (Rust: the declared module's file,
         // as the gold answer has it already).
