@@ -3,7 +3,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use agent::{AgentSettings, Prompts};
@@ -11,7 +10,7 @@ use anyhow::{bail, Context as _, Result};
 use clap::Args;
 use eval::{EvalEvent, EvalOptions, PolicyChoice, Projects, Rollout, Summary};
 use indicatif::{ProgressBar, ProgressStyle};
-use policy::{OpenAiConfig, OpenAiPolicy, Policy, PolicySpec};
+use policy::PolicySpec;
 use tasks::{Instance, Skill};
 
 #[derive(Args, Clone)]
@@ -132,33 +131,13 @@ pub fn policy_choice(
     model: Option<&str>,
     device: &str,
 ) -> Result<(PolicyChoice, String)> {
-    Ok(match spec.parse::<PolicySpec>()? {
-        PolicySpec::Oracle => (PolicyChoice::Oracle, "oracle".into()),
-        PolicySpec::Null => (PolicyChoice::Null, "null".into()),
-        PolicySpec::OpenAi { endpoints } => {
-            let model = model.context("--model NAME is required with an openai: policy")?;
-            let label = format!("openai:{} model {model}", endpoints.join(","));
-            let policy: Arc<dyn Policy> =
-                Arc::new(OpenAiPolicy::new(OpenAiConfig::new(endpoints, model))?);
-            (PolicyChoice::Shared(policy), label)
-        }
-        PolicySpec::Local { model_dir } => {
-            let options = serve::ServeOptions {
-                model_dir: model_dir.clone(),
-                model_name: None,
-                dtype: model::DType::F32,
-                device: crate::model_cli::device(device)?,
-                max_batch: 64,
-                seed: 0,
-            };
-            let policy = serve::LocalPolicy::load(&options)
-                .with_context(|| format!("loading the model in {}", model_dir.display()))?;
-            (
-                PolicyChoice::Shared(Arc::new(policy)),
-                format!("local:{}", model_dir.display()),
-            )
-        }
-    })
+    let spec = spec.parse::<PolicySpec>()?;
+    let options = engine::OpenOptions {
+        model: model.map(str::to_string),
+        device: crate::model_cli::device(device)?,
+        ..engine::OpenOptions::default()
+    };
+    engine::open_policy(&spec, &options).with_context(|| format!("opening the policy {spec:?}"))
 }
 
 /// A progress bar over the episodes, showing the running mean reward.

@@ -12,5 +12,6 @@ pub mod store;
 
 pub use crate::error::{Error, Result};
 pub use crate::metrics::{pass_at_k, Summary};
-pub use crate::run::{run_eval, EvalEvent, EvalOptions, PolicyChoice};
+pub use crate::run::{run_eval, EvalEvent, EvalOptions};
+pub use policy::PolicyChoice;
 pub use rollout::{EpisodeRecord, Projects, Rollout};

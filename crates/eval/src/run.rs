@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use agent::{JsonlWriter, WriterConfig};
-use policy::{NullPolicy, Policy};
+use policy::{NullPolicy, Policy, PolicyChoice};
 use tasks::Instance;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -15,17 +15,6 @@ use crate::error::{Error, Result};
 use crate::metrics::Summary;
 use crate::store::{self, RunInfo};
 use rollout::{EpisodeRecord, Rollout};
-
-/// Which policy plays.
-#[derive(Clone)]
-pub enum PolicyChoice {
-    /// One policy for every episode (a model server, the embedded model).
-    Shared(Arc<dyn Policy>),
-    /// The oracle of each instance.
-    Oracle,
-    /// Submits at once.
-    Null,
-}
 
 #[derive(Clone, Debug)]
 pub struct EvalOptions {

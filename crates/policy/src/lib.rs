@@ -44,6 +44,17 @@ pub trait Policy: Send + Sync {
     async fn complete(&self, request: &ChatRequest) -> Result<Vec<Completion>>;
 }
 
+/// Which policy plays an instance.
+#[derive(Clone)]
+pub enum PolicyChoice {
+    /// One policy for every episode (a model server, the embedded model).
+    Shared(std::sync::Arc<dyn Policy>),
+    /// The oracle of each instance, built per instance from its gold answer.
+    Oracle,
+    /// Submits at once.
+    Null,
+}
+
 /// A policy named on the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PolicySpec {

@@ -19,7 +19,7 @@ pub enum Error {
     #[error(transparent)]
     Records(#[from] ::trajectory::Error),
     #[error(transparent)]
-    Serve(#[from] serve::Error),
+    Serve(#[from] engine::Error),
     #[error("I/O error on {path}: {source}")]
     Io {
         path: PathBuf,

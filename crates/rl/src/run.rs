@@ -81,7 +81,7 @@ struct Group {
 /// The policy rollouts sample from, and how new weights reach it.
 #[derive(Clone)]
 enum Target {
-    Local(serve::LocalPolicy),
+    Local(engine::LocalPolicy),
     Remote {
         policy: Arc<OpenAiPolicy>,
         reload_url: String,
@@ -238,17 +238,14 @@ pub async fn run_training(
         )
     };
     let target = match &config.policy {
-        PolicyConfig::Local => {
-            let options = serve::ServeOptions {
-                model_dir: config.model.clone(),
-                model_name: None,
-                dtype: model::DType::F32,
+        PolicyConfig::Local => Target::Local(engine::load_local(
+            &config.model,
+            &engine::OpenOptions {
                 device: device.clone(),
-                max_batch: 64,
                 seed: config.seed,
-            };
-            Target::Local(serve::LocalPolicy::load(&options)?)
-        }
+                ..engine::OpenOptions::default()
+            },
+        )?),
         PolicyConfig::Openai {
             endpoints,
             model,

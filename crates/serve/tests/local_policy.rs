@@ -32,7 +32,7 @@ async fn in_process_equals_http() {
     };
     init_checkpoint(&init, &dir).unwrap();
 
-    let local = serve::LocalPolicy::load(&options(dir.clone())).unwrap();
+    let local = engine::LocalPolicy::load(&options(dir.clone())).unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<SocketAddr>();
     let http_options = options(dir);
     tokio::spawn(async move {

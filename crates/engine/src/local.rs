@@ -8,12 +8,12 @@ use std::sync::Arc;
 use policy::{ChatRequest, Completion, Policy};
 use serde_json::Map;
 
-use crate::{complete_json, AppState, Result, ServeOptions};
+use crate::{complete_json, EngineState, Result, ServeOptions};
 
 /// The embedded model, in process.
 #[derive(Clone)]
 pub struct LocalPolicy {
-    state: Arc<AppState>,
+    state: Arc<EngineState>,
     label: String,
     version: Arc<AtomicU64>,
 }
@@ -21,14 +21,14 @@ pub struct LocalPolicy {
 impl LocalPolicy {
     /// Loads the checkpoint and starts its worker thread.
     pub fn load(options: &ServeOptions) -> Result<LocalPolicy> {
-        let state = AppState::load(options)?;
+        let state = EngineState::load(options)?;
         Ok(LocalPolicy::new(
             state,
             options.model_dir.display().to_string(),
         ))
     }
 
-    pub fn new(state: Arc<AppState>, label: String) -> LocalPolicy {
+    pub fn new(state: Arc<EngineState>, label: String) -> LocalPolicy {
         LocalPolicy {
             state,
             label,
@@ -75,7 +75,7 @@ impl Policy for LocalPolicy {
             }
             Err(error) => Err(policy::Error::Http {
                 endpoint: self.describe(),
-                status: error.status.as_u16(),
+                status: error.status,
                 body: error.body().to_string(),
                 retry_after: None,
             }),

@@ -1,21 +1,12 @@
-//! The serve crate's error type, and the OpenAI-style error responses sent to clients.
+//! The engine crate's error type, and the OpenAI-style errors answered to requests.
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-
-/// What can stop the server from starting or running.
+/// What can stop the engine from starting or running.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("model: {0}")]
     Model(#[from] model::Error),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("server: {0}")]
-    Server(#[from] std::io::Error),
+    #[error(transparent)]
+    Policy(#[from] policy::Error),
     #[error("the model engine thread could not start: {0}")]
     Engine(String),
 }
@@ -25,7 +16,8 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// An error answered to one request; the server carries on.
 #[derive(Debug, Clone)]
 pub struct ApiError {
-    pub status: StatusCode,
+    /// The HTTP status it is answered with.
+    pub status: u16,
     pub kind: &'static str,
     pub message: String,
     pub param: Option<&'static str>,
@@ -34,7 +26,7 @@ pub struct ApiError {
 impl ApiError {
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self {
-            status: StatusCode::BAD_REQUEST,
+            status: 400,
             kind: "invalid_request_error",
             message: message.into(),
             param: None,
@@ -50,7 +42,7 @@ impl ApiError {
 
     pub fn not_found(message: impl Into<String>) -> Self {
         Self {
-            status: StatusCode::NOT_FOUND,
+            status: 404,
             kind: "not_found_error",
             message: message.into(),
             param: None,
@@ -59,7 +51,7 @@ impl ApiError {
 
     pub fn internal(message: impl Into<String>) -> Self {
         Self {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
+            status: 500,
             kind: "internal_server_error",
             message: message.into(),
             param: None,
@@ -72,14 +64,8 @@ impl ApiError {
                 "message": self.message,
                 "type": self.kind,
                 "param": self.param,
-                "code": self.status.as_u16(),
+                "code": self.status,
             }
         })
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body())).into_response()
     }
 }

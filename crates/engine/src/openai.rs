@@ -354,7 +354,7 @@ mod tests {
 
     fn check_rejected(body: &str, needle: &str) {
         let err = ChatRequest::parse(body.as_bytes()).unwrap_err();
-        assert_eq!(err.status.as_u16(), 400);
+        assert_eq!(err.status, 400);
         assert!(err.message.contains(needle), "{body}: {}", err.message);
     }
 
