@@ -52,9 +52,9 @@ pub struct Budgets {
 impl Default for Budgets {
     fn default() -> Budgets {
         Budgets {
-            max_steps: 100,
-            max_context_tokens: 32_768,
-            wall_clock: Duration::from_secs(1800),
+            max_steps: 30,
+            max_context_tokens: 16_384,
+            wall_clock: Duration::from_secs(900),
         }
     }
 }

@@ -23,12 +23,13 @@
 //! max_tokens = 256              # tokens per model reply
 //! refill_zero_variance = false  # pass over all-equal-reward groups and draw more
 //!
-//! [agent]
-//! max_steps = 8
-//! max_context_tokens = 4096
-//! episode_timeout_seconds = 300
-//! test_timeout_seconds = 120
+//! [agent]                       # rollout::AgentConfig; the defaults of `atomskill eval`
+//! max_steps = 30
+//! max_context_tokens = 16384
+//! episode_timeout_seconds = 900
+//! test_timeout_seconds = 300
 //! tools_in_prompt = false
+//! # prompts = "my-prompts/"     # templates overriding the embedded ones
 //!
 //! [policy]                      # where rollouts are sampled
 //! kind = "local"                # the embedded model, weights swapped in after every step
@@ -116,27 +117,8 @@ impl Default for RolloutConfig {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct AgentConfig {
-    pub max_steps: u32,
-    pub max_context_tokens: u64,
-    pub episode_timeout_seconds: u64,
-    pub test_timeout_seconds: u64,
-    pub tools_in_prompt: bool,
-}
-
-impl Default for AgentConfig {
-    fn default() -> AgentConfig {
-        AgentConfig {
-            max_steps: 8,
-            max_context_tokens: 4096,
-            episode_timeout_seconds: 300,
-            test_timeout_seconds: 120,
-            tools_in_prompt: false,
-        }
-    }
-}
+/// How episodes run: budgets and prompts, with the defaults every command shares.
+pub use rollout::AgentConfig;
 
 /// Where rollouts are sampled and how new weights reach it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

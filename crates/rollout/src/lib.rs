@@ -10,12 +10,14 @@
 //! This crate computes no metric and writes no file: what to do with an [`EpisodeRecord`] is
 //! the caller's (`eval` stores and summarises them, `rl` trains on them).
 
+pub mod config;
 pub mod error;
 pub mod oracle;
 pub mod projects;
 mod rollout;
 pub mod task;
 
+pub use crate::config::{AgentConfig, DEFAULT_TEST_TIMEOUT_SECONDS};
 pub use crate::error::{Error, Result};
 pub use crate::projects::Projects;
 pub use crate::rollout::{EpisodeRecord, Rollout};

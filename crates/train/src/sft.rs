@@ -294,6 +294,74 @@ pub fn train_on_every_token(sequences: &mut [Sequence]) {
     }
 }
 
+/// SFT data ready to train on, and what was kept and why ([`DataSummary`], `data.json`).
+#[derive(Debug, Clone)]
+pub struct PreparedData {
+    pub sequences: Vec<Sequence>,
+    pub summary: DataSummary,
+}
+
+/// What `data.json` records about the data of an SFT run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DataSummary {
+    #[serde(flatten)]
+    pub selection: Selection,
+    pub min_reward: f64,
+    pub n_sequences: usize,
+    pub n_trained_tokens: usize,
+    /// Trajectories skipped because the chat template is not prefix-stable on them.
+    pub n_render_skipped: usize,
+}
+
+impl DataSummary {
+    /// Writes `out/data.json` (atomically).
+    pub fn write(&self, out: &Path) -> Result<()> {
+        let path = out.join("data.json");
+        let text = serde_json::to_string_pretty(self).map_err(|e| Error::json(&path, e))?;
+        trajectory::write_atomic(&path, text.as_bytes()).map_err(|e| Error::io(&path, e))
+    }
+}
+
+/// Reads the trajectories of `trajectories` (a file or a directory of them), keeps the
+/// submitted ones whose reward is at least `min_reward`, and turns them into sequences:
+/// recorded token segments where present, else rendered with `model_dir`'s tokenizer and chat
+/// template. With `train_on_prompt`, every token is trained on. No sequences is an error.
+pub fn prepare(
+    trajectories: &Path,
+    model_dir: &Path,
+    min_reward: f64,
+    train_on_prompt: bool,
+) -> Result<PreparedData> {
+    let records = read_records(trajectories)?;
+    let selection = select(records, min_reward);
+    let renderer = if selection.kept.iter().any(|t| t.token_segments.is_empty()) {
+        Some(Renderer::from_dir(model_dir)?)
+    } else {
+        None
+    };
+    let (mut sequences, n_render_skipped) = self::sequences(&selection.kept, renderer.as_ref())?;
+    if train_on_prompt {
+        train_on_every_token(&mut sequences);
+    }
+    if sequences.is_empty() {
+        return Err(Error::Input(format!(
+            "no training sequences ({} of {} trajectories kept, {n_render_skipped} could not be rendered)",
+            selection.n_kept, selection.n_records
+        )));
+    }
+    let n_trained_tokens = sequences.iter().map(|s| s.n_trained()).sum();
+    Ok(PreparedData {
+        summary: DataSummary {
+            min_reward,
+            n_sequences: sequences.len(),
+            n_trained_tokens,
+            n_render_skipped,
+            selection,
+        },
+        sequences,
+    })
+}
+
 /// Where the SFT data order stands: epoch `epoch` is the permutation seeded by
 /// `derive_seed(seed, epoch)`, and `position` sequences of it have been used.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
