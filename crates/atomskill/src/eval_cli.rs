@@ -3,14 +3,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
-use agent::{AgentSettings, Prompts};
 use anyhow::{bail, Context as _, Result};
 use clap::Args;
-use eval::{EvalEvent, EvalOptions, PolicyChoice, Projects, Rollout, Summary};
+use eval::{EvalEvent, EvalOptions, PolicyChoice, Rollout, Summary};
 use indicatif::{ProgressBar, ProgressStyle};
 use policy::PolicySpec;
+use recipe::{Sampling, Workbench};
+use rollout::AgentConfig;
 use tasks::{Instance, Skill};
 
 #[derive(Args, Clone)]
@@ -48,24 +48,29 @@ pub struct EvalArgs {
     pub agent: AgentArgs,
 }
 
+/// The defaults every command's agent starts from.
+fn agent_defaults() -> AgentConfig {
+    AgentConfig::default()
+}
+
 /// How episodes run.
 #[derive(Args, Clone)]
 pub struct AgentArgs {
     /// Policy calls per episode.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = agent_defaults().max_steps)]
     pub max_steps: u32,
     /// Context budget in tokens.
-    #[arg(long, default_value_t = 16_384)]
+    #[arg(long, default_value_t = agent_defaults().max_context_tokens)]
     pub max_context_tokens: u64,
     /// Wall-clock budget of one episode in seconds.
-    #[arg(long, default_value_t = 900)]
+    #[arg(long, default_value_t = agent_defaults().episode_timeout_seconds)]
     pub episode_timeout: u64,
     /// Wall-clock limit of one test run while grading, in seconds.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = agent_defaults().test_timeout_seconds)]
     pub test_timeout: u64,
-    #[arg(long, default_value_t = 0.7)]
+    #[arg(long, default_value_t = Sampling::default().temperature)]
     pub temperature: f32,
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = Sampling::default().top_p)]
     pub top_p: f32,
     /// Tokens per reply.
     #[arg(long)]
@@ -79,50 +84,24 @@ pub struct AgentArgs {
 }
 
 impl AgentArgs {
-    pub fn settings(&self) -> Result<AgentSettings> {
-        let mut prompts = match &self.prompts {
-            Some(dir) => Prompts::from_dir(dir)?,
-            None => Prompts::embedded()?,
-        };
-        rollout::task::add_templates(&mut prompts)?;
-        let mut settings = AgentSettings::new(prompts);
-        settings.budgets.max_steps = self.max_steps;
-        settings.budgets.max_context_tokens = self.max_context_tokens;
-        settings.budgets.wall_clock = Duration::from_secs(self.episode_timeout);
-        settings.sampling.temperature = self.temperature;
-        settings.sampling.top_p = self.top_p;
-        settings.sampling.max_tokens = self.max_tokens;
-        settings.tools_in_prompt = self.tools_in_prompt;
-        Ok(settings)
-    }
-}
-
-/// Instances of `path` (a directory or a file), filtered by skill and capped per skill.
-pub fn load_instances(
-    path: &Path,
-    skills: &[Skill],
-    limit: Option<usize>,
-) -> Result<Vec<Instance>> {
-    let mut instances = if path.is_dir() {
-        tasks::store::read_dir(path)?
-    } else {
-        tasks::store::read_jsonl(path)?
-    };
-    instances.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
-    let mut taken: std::collections::BTreeMap<Skill, usize> = Default::default();
-    instances.retain(|instance| {
-        let skill = instance.skill();
-        let n = taken.entry(skill).or_default();
-        let keep = (skills.is_empty() || skills.contains(&skill)) && limit.is_none_or(|l| *n < l);
-        if keep {
-            *n += 1;
+    pub fn config(&self) -> AgentConfig {
+        AgentConfig {
+            max_steps: self.max_steps,
+            max_context_tokens: self.max_context_tokens,
+            episode_timeout_seconds: self.episode_timeout,
+            test_timeout_seconds: self.test_timeout,
+            tools_in_prompt: self.tools_in_prompt,
+            prompts: self.prompts.clone(),
         }
-        keep
-    });
-    if instances.is_empty() {
-        bail!("no task instances in {} (after filtering)", path.display());
     }
-    Ok(instances)
+
+    pub fn sampling(&self) -> Sampling {
+        Sampling {
+            temperature: self.temperature,
+            top_p: self.top_p,
+            max_tokens: self.max_tokens,
+        }
+    }
 }
 
 /// The policy of a `--policy` spec.
@@ -211,19 +190,11 @@ pub fn print_summary(summary: &Summary) {
 
 /// A rollout over the projects of `instances`, found in the corpus cache under `home`.
 pub fn rollout_for(home: &Path, instances: &[Instance], agent: &AgentArgs) -> Result<Rollout> {
-    let (sandbox, store) = crate::factory_sandbox(home)?;
-    let cache = corpus::Cache::new(home.join("corpus"));
-    let projects = Projects::resolve(&cache, &store, instances)?;
-    Ok(Rollout::new(
-        sandbox,
-        projects,
-        agent.settings()?,
-        Duration::from_secs(agent.test_timeout),
-    ))
+    Ok(Workbench::open(home)?.rollout(instances, &agent.config(), &agent.sampling())?)
 }
 
 pub async fn run_eval(home: &Path, args: EvalArgs) -> Result<ExitCode> {
-    let instances = load_instances(&args.tasks, &args.skills, args.limit)?;
+    let instances = recipe::load_instances(&args.tasks, &args.skills, args.limit)?;
     let (choice, label) = policy_choice(&args.policy, args.model.as_deref(), &args.device)?;
     let rollout = rollout_for(home, &instances, &args.agent)?;
     let options = EvalOptions {
@@ -303,7 +274,7 @@ pub async fn run_audit(home: &Path, args: AuditArgs) -> Result<ExitCode> {
     let (Some(tasks), Some(out)) = (&args.tasks, &args.out) else {
         bail!("--tasks and --out are required");
     };
-    let instances = load_instances(tasks, &args.skills, args.limit)?;
+    let instances = recipe::load_instances(tasks, &args.skills, args.limit)?;
     let rollout = rollout_for(home, &instances, &args.agent)?;
     let options = eval::audit::AuditOptions {
         hacks: args.hacks.clone(),

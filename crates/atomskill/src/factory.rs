@@ -1,6 +1,5 @@
 //! The task-factory modes: `corpus fetch`, `synth` and `decontam`.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,7 +9,7 @@ use clap::{Args, Subcommand};
 use corpus::{Cache, Manifest};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use sandbox::{Sandbox, SnapshotStore};
-use synth::{Event, RunManifest, SynthOptions};
+use synth::Event;
 use tasks::Skill;
 
 #[derive(Subcommand)]
@@ -195,55 +194,24 @@ pub fn corpus_list(home: &Path, args: ManifestArg) -> Result<std::process::ExitC
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-pub async fn synth(
-    home: &Path,
-    sandbox: Arc<Sandbox>,
-    store: SnapshotStore,
-    args: Synth,
-) -> Result<std::process::ExitCode> {
-    let (manifest, projects) = match &args.repo {
-        Some(repo) => {
-            let work = home.join("corpus").join("detected");
-            let spec = tokio::task::spawn_blocking({
-                let repo = repo.clone();
-                move || corpus::detect::detect(&repo, &work)
-            })
-            .await??;
-            for note in &spec.notes {
-                eprintln!("atomskill synth: {note}");
-            }
-            let manifest = Manifest {
-                schema_version: corpus::manifest::SCHEMA_VERSION,
-                env: Manifest::default_manifest().env,
-                projects: vec![spec.spec.clone()],
-            };
-            (manifest, vec![spec.spec])
-        }
-        None => {
-            let manifest = load_manifest(args.corpus.as_deref())?;
-            let projects = select(&manifest, &args.only)?;
-            (manifest, projects)
-        }
-    };
-    let skills: BTreeSet<Skill> = if args.skills.is_empty() {
-        Skill::ALL.into_iter().collect()
-    } else {
-        args.skills.iter().copied().collect()
-    };
-    std::fs::create_dir_all(&args.out)
-        .with_context(|| format!("creating {}", args.out.display()))?;
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let options = SynthOptions {
+pub async fn synth(home: &Path, args: Synth) -> Result<std::process::ExitCode> {
+    let bench = recipe::Workbench::open(home)?;
+    let config = recipe::SynthConfig {
+        manifest: args.corpus.clone(),
+        repo: args.repo.clone(),
+        only: args.only.clone(),
         out: args.out.clone(),
-        skills,
+        skills: args.skills.clone(),
         max_per_repo: args.max_per_repo,
         max_candidates: args.max_candidates,
         seed: args.seed,
-        concurrency: args.concurrency.unwrap_or(cores),
+        concurrency: args.concurrency,
         test_timeout: Duration::from_secs(args.timeout),
-        baseline_runs: 3,
     };
-    let cache = corpus_cache(home);
+    let (manifest, projects) = recipe::synth::projects(&bench, &config, &|note| {
+        eprintln!("atomskill synth: {note}")
+    })
+    .await?;
     let multi = MultiProgress::new();
     let overall = bar(&multi, projects.len() as u64, "projects".into());
     let candidates = bar(&multi, 0, "candidates".into());
@@ -304,26 +272,11 @@ pub async fn synth(
             Event::ProjectDone { .. } => overall.inc(1),
         }
     };
-    let mut reports = Vec::new();
-    for spec in &projects {
-        let report = synth::synth_project(
-            &options,
-            sandbox.clone(),
-            &cache,
-            &store,
-            spec,
-            &manifest.env,
-            &events,
-        )
-        .await?;
-        reports.push(report);
-        RunManifest::new(&options, reports.clone()).write(&args.out)?;
-    }
+    let run = recipe::synth::synthesize(&bench, &config, &manifest, &projects, &events).await;
     overall.finish();
     candidates.finish();
     instances.finish();
-    let run = RunManifest::new(&options, reports);
-    run.write(&args.out)?;
+    let run = run?;
     println!("{}", serde_json::to_string_pretty(&run.instances)?);
     Ok(std::process::ExitCode::SUCCESS)
 }
@@ -387,17 +340,12 @@ pub enum SweBenchCommand {
 
 /// A project of the corpus cache, by name and version.
 fn cached_project(cache: &Cache, name: &str, version: &str) -> Result<corpus::Prepared> {
-    let path = cache
-        .root()
-        .join(format!("{name}-{version}"))
-        .join("prepared.json");
-    let bytes = std::fs::read(&path).with_context(|| {
+    cache.find(name, version).with_context(|| {
         format!(
             "{name} {version} is not in the corpus cache ({}); run `atomskill corpus fetch --only {name}` first",
-            path.display()
+            cache.root().display()
         )
-    })?;
-    serde_json::from_slice(&bytes).with_context(|| format!("reading {}", path.display()))
+    })
 }
 
 /// `X.Y` of the interpreter a project's virtualenv runs.
@@ -514,10 +462,15 @@ pub fn swebench(
                 let record: tasks::swebench::SweBenchRecord = serde_json::from_str(line)
                     .with_context(|| format!("{}: not a SWE-bench record", at()))?;
                 let (snapshot, tree, ecosystem) = if store_root.join(&record.base_commit).is_dir() {
-                    let ecosystem = if record.fail_to_pass.iter().any(|t| t.contains(".py")) {
-                        corpus::Ecosystem::Pypi
-                    } else {
-                        corpus::Ecosystem::Crates
+                    // The export names the repository `<ecosystem>/<project>`.
+                    let ecosystem = match record.repo.split_once('/').map(|(e, _)| e) {
+                        Some("pypi") => corpus::Ecosystem::Pypi,
+                        Some("crates") => corpus::Ecosystem::Crates,
+                        _ => bail!(
+                            "{}: repo `{}` does not say its ecosystem (`pypi/NAME` or `crates/NAME`)",
+                            at(),
+                            record.repo
+                        ),
                     };
                     let snapshot = record.base_commit.clone();
                     (snapshot.clone(), store_root.join(snapshot), ecosystem)

@@ -162,7 +162,10 @@ fn sandbox_from(home: &std::path::Path, options: &SandboxOptions) -> Result<Sand
 async fn sandbox_run(home: PathBuf, run: SandboxRun) -> Result<ExitCode> {
     let sandbox = sandbox_from(&home, &run.options)?;
     eprintln!("atomskill: {}", sandbox.isolation());
-    let store = SnapshotStore::new(snapshot_dir(&home, &sandbox), sandbox.snapshot_owner());
+    let store = SnapshotStore::new(
+        recipe::workbench::snapshot_dir(&home, &sandbox),
+        sandbox.snapshot_owner(),
+    );
     let repo = run
         .repo
         .canonicalize()
@@ -198,43 +201,11 @@ async fn sandbox_run(home: PathBuf, run: SandboxRun) -> Result<ExitCode> {
 }
 
 /// Snapshots are kept per owner: a rootless run cannot use files chowned for a root run.
-fn snapshot_dir(home: &std::path::Path, sandbox: &Sandbox) -> PathBuf {
-    match sandbox.snapshot_owner() {
-        Some(_) => home.join("snapshots"),
-        None => home.join("snapshots-own"),
-    }
-}
-
 /// The sandbox the task factory runs tests in: the corpus cache (virtualenvs) and the Rust
 /// toolchain mounted read-only.
 fn factory_sandbox(home: &std::path::Path) -> Result<(std::sync::Arc<Sandbox>, SnapshotStore)> {
-    let corpus_dir = home.join("corpus");
-    std::fs::create_dir_all(&corpus_dir)
-        .with_context(|| format!("creating {}", corpus_dir.display()))?;
-    let mut config = SandboxConfig::default();
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        config.runtime_dir = home.join("run");
-    }
-    config.read_only_mounts.push(corpus_dir.canonicalize()?);
-    if let Ok(output) = std::process::Command::new("rustc")
-        .args(["--print", "sysroot"])
-        .output()
-    {
-        let sysroot = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-        if output.status.success() && sysroot.is_dir() {
-            config.read_only_mounts.push(sysroot);
-        }
-    }
-    let limits = Limits {
-        timeout: Duration::from_secs(600),
-        memory_bytes: 4 << 30,
-        max_processes: 512,
-        ..Limits::default()
-    };
-    let sandbox = Sandbox::new(config, limits)?;
-    let store = SnapshotStore::new(snapshot_dir(home, &sandbox), sandbox.snapshot_owner());
-    Ok((std::sync::Arc::new(sandbox), store))
+    let bench = recipe::Workbench::open(home)?;
+    Ok((bench.sandbox, bench.store))
 }
 
 async fn run(cli: Cli) -> Result<ExitCode> {
@@ -255,7 +226,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 max_processes: 256,
             };
             let sandbox = sandbox_from(&home, &defaults)?;
-            let store = SnapshotStore::new(snapshot_dir(&home, &sandbox), sandbox.snapshot_owner());
+            let store = SnapshotStore::new(
+                recipe::workbench::snapshot_dir(&home, &sandbox),
+                sandbox.snapshot_owner(),
+            );
             bench::sandbox::run(&options, &sandbox, &store).await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -276,10 +250,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let (sandbox, store) = factory_sandbox(&home)?;
             factory::corpus_fetch(&home, sandbox, store, fetch).await
         }
-        Command::Synth(args) => {
-            let (sandbox, store) = factory_sandbox(&home)?;
-            factory::synth(&home, sandbox, store, args).await
-        }
+        Command::Synth(args) => factory::synth(&home, args).await,
         Command::Decontam(args) => factory::decontam(args),
         Command::Swebench(command) => {
             // SAFETY: geteuid has no preconditions.
@@ -299,7 +270,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 max_processes: 256,
             };
             let sandbox = std::sync::Arc::new(sandbox_from(&home, &defaults)?);
-            let store = SnapshotStore::new(snapshot_dir(&home, &sandbox), sandbox.snapshot_owner());
+            let store = SnapshotStore::new(
+                recipe::workbench::snapshot_dir(&home, &sandbox),
+                sandbox.snapshot_owner(),
+            );
             bench::agent::run(&options, sandbox, &store).await?;
             Ok(ExitCode::SUCCESS)
         }

@@ -56,19 +56,12 @@ pub async fn run_train(home: &Path, args: TrainArgs) -> Result<ExitCode> {
     config
         .validate()
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.config.display()))?;
-    let instances = crate::eval_cli::load_instances(&config.tasks, &[], None)?;
-    let agent = crate::eval_cli::AgentArgs {
-        max_steps: config.agent.max_steps,
-        max_context_tokens: config.agent.max_context_tokens,
-        episode_timeout: config.agent.episode_timeout_seconds,
-        test_timeout: config.agent.test_timeout_seconds,
-        temperature: config.rollout.temperature,
-        top_p: config.rollout.top_p,
-        max_tokens: config.rollout.max_tokens,
-        prompts: None,
-        tools_in_prompt: config.agent.tools_in_prompt,
-    };
-    let rollout = crate::eval_cli::rollout_for(home, &instances, &agent)?;
+    let instances = recipe::load_instances(&config.tasks, &[], None)?;
+    let rollout = recipe::Workbench::open(home)?.rollout(
+        &instances,
+        &config.agent,
+        &recipe::quickstart::grpo_sampling(&config),
+    )?;
     let bar = ProgressBar::new(config.steps);
     bar.set_style(
         ProgressStyle::with_template(

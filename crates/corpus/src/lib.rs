@@ -61,6 +61,29 @@ impl Cache {
         (same && prepared.tree.is_dir()).then_some(prepared)
     }
 
+    /// Every prepared project in the cache (a readable `prepared.json` whose tree exists), in
+    /// path order.
+    pub fn prepared_projects(&self) -> Vec<Prepared> {
+        let Ok(entries) = std::fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        let mut found: Vec<Prepared> = entries
+            .flatten()
+            .filter_map(|entry| std::fs::read(entry.path().join("prepared.json")).ok())
+            .filter_map(|bytes| serde_json::from_slice::<Prepared>(&bytes).ok())
+            .filter(|prepared| prepared.tree.is_dir())
+            .collect();
+        found.sort_by(|a, b| a.tree.cmp(&b.tree));
+        found
+    }
+
+    /// The prepared project `name` `version`, whatever its spec, if the cache holds it.
+    pub fn find(&self, name: &str, version: &str) -> Option<Prepared> {
+        self.prepared_projects()
+            .into_iter()
+            .find(|p| p.spec.name == name && p.spec.version == version)
+    }
+
     /// Downloads, checks, unpacks and installs one project, reusing whatever an earlier call
     /// finished. `manifest_env` is the manifest's `[env]`.
     pub fn prepare(

@@ -100,7 +100,7 @@ pub async fn projects(
 }
 
 /// Synthesises and validates the instances of `config` into `config.out`; `events` sees the
-/// progress of every project.
+/// progress of every project, `notes` what project detection found.
 pub async fn run_synth(
     bench: &Workbench,
     config: &SynthConfig,
@@ -108,6 +108,17 @@ pub async fn run_synth(
     notes: &(dyn Fn(String) + Send + Sync),
 ) -> Result<RunManifest> {
     let (manifest, projects) = projects(bench, config, notes).await?;
+    synthesize(bench, config, &manifest, &projects, events).await
+}
+
+/// [`run_synth`] over projects already resolved with [`projects`].
+pub async fn synthesize(
+    bench: &Workbench,
+    config: &SynthConfig,
+    manifest: &Manifest,
+    projects: &[ProjectSpec],
+    events: &(dyn Fn(Event) + Send + Sync),
+) -> Result<RunManifest> {
     let skills: BTreeSet<Skill> = if config.skills.is_empty() {
         Skill::ALL.into_iter().collect()
     } else {
@@ -127,7 +138,7 @@ pub async fn run_synth(
     };
     let cache = bench.corpus_cache();
     let mut reports = Vec::new();
-    for spec in &projects {
+    for spec in projects {
         let report = synth::synth_project(
             &options,
             bench.sandbox.clone(),

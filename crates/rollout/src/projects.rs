@@ -2,7 +2,6 @@
 //! pristine snapshot, checked to be the very snapshot the instances were made from.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,18 +48,15 @@ impl Projects {
                 .entry(instance.project.snapshot.as_str())
                 .or_insert(instance);
         }
-        let available = prepared_projects(cache.root());
         for (snapshot_id, instance) in wanted {
             let project = &instance.project;
-            let prepared = available
-                .iter()
-                .find(|p| p.spec.name == project.name && p.spec.version == project.version)
-                .cloned()
-                .ok_or_else(|| Error::MissingProject {
+            let prepared = cache.find(&project.name, &project.version).ok_or_else(|| {
+                Error::MissingProject {
                     name: project.name.clone(),
                     version: project.version.clone(),
                     cache: cache.root().to_path_buf(),
-                })?;
+                }
+            })?;
             let snapshot = store.import_dir(&prepared.tree, None)?;
             if snapshot.id != snapshot_id {
                 return Err(Error::SnapshotChanged {
@@ -96,19 +92,4 @@ impl Projects {
         }
         grader
     }
-}
-
-/// Every readable `prepared.json` under the cache root.
-fn prepared_projects(root: &Path) -> Vec<Prepared> {
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return Vec::new();
-    };
-    let mut found: Vec<Prepared> = entries
-        .flatten()
-        .filter_map(|entry| std::fs::read(entry.path().join("prepared.json")).ok())
-        .filter_map(|bytes| serde_json::from_slice::<Prepared>(&bytes).ok())
-        .filter(|prepared| prepared.tree.is_dir())
-        .collect();
-    found.sort_by(|a, b| a.tree.cmp(&b.tree));
-    found
 }
