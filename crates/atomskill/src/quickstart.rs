@@ -77,11 +77,14 @@ impl QuickstartArgs {
     }
 }
 
+/// An evaluation's progress bar and the handler that moves it.
+type EpisodeBar = (ProgressBar, Box<dyn Fn(EvalEvent) + Send + Sync>);
+
 /// Stage lines on stderr, a progress bar per evaluation and training stage.
 #[derive(Default)]
 struct Terminal {
     sft_steps: u64,
-    bar: Mutex<Option<(ProgressBar, Box<dyn Fn(EvalEvent) + Send + Sync>)>>,
+    bar: Mutex<Option<EpisodeBar>>,
     steps: Mutex<Option<ProgressBar>>,
 }
 

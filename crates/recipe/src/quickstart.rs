@@ -204,16 +204,21 @@ pub fn grpo_config(config: &QuickstartConfig, model: PathBuf, tasks: PathBuf) ->
     }
 }
 
+/// What every stage of one run shares.
+struct Context<'a> {
+    bench: &'a Workbench,
+    config: &'a QuickstartConfig,
+    progress: &'a dyn Progress,
+}
+
 async fn evaluate(
-    bench: &Workbench,
+    cx: &Context<'_>,
     instances: &[Instance],
     (choice, label): (&PolicyChoice, &str),
-    k: u32,
+    (k, max_steps): (u32, u32),
     out: &Path,
-    config: &QuickstartConfig,
-    max_steps: u32,
-    progress: &dyn Progress,
 ) -> Result<Summary> {
+    let (bench, config, progress) = (cx.bench, cx.config, cx.progress);
     let rollout = bench.rollout(instances, &agent_config(max_steps), &sampling())?;
     let options = EvalOptions {
         k,
@@ -252,6 +257,11 @@ pub async fn run(
 ) -> Result<QuickstartOutcome> {
     let out = &config.out;
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let cx = Context {
+        bench,
+        config,
+        progress,
+    };
 
     // 1. Tasks.
     let tasks_dir = out.join("tasks");
@@ -305,14 +315,11 @@ pub async fn run(
         let (choice, label) = engine::open_policy(spec, &options)?;
         progress.stage(5, "evaluate the served model", false);
         let summary = evaluate(
-            bench,
+            &cx,
             &eval_tasks,
             (&choice, &label),
-            config.k,
+            (config.k, 30),
             &out.join("eval"),
-            config,
-            30,
-            progress,
         )
         .await?;
         let runs = vec![(label, summary)];
@@ -348,14 +355,11 @@ pub async fn run(
     progress.stage(3, "oracle trajectories (SFT data)", done(&oracle_dir));
     if !done(&oracle_dir) {
         evaluate(
-            bench,
+            &cx,
             &train_tasks,
             (&PolicyChoice::Oracle, "oracle"),
-            1,
+            (1, 30),
             &oracle_dir,
-            config,
-            30,
-            progress,
         )
         .await?;
     }
@@ -391,14 +395,11 @@ pub async fn run(
     } else {
         let (choice, label) = open_local(&sft_model, config)?;
         evaluate(
-            bench,
+            &cx,
             &eval_tasks,
             (&choice, &label),
-            config.k,
+            (config.k, 4),
             &before_dir,
-            config,
-            4,
-            progress,
         )
         .await?
     };
@@ -435,14 +436,11 @@ pub async fn run(
     } else {
         let (choice, label) = open_local(&grpo_dir.join("model"), config)?;
         evaluate(
-            bench,
+            &cx,
             &eval_tasks,
             (&choice, &label),
-            config.k,
+            (config.k, 4),
             &after_dir,
-            config,
-            4,
-            progress,
         )
         .await?
     };
