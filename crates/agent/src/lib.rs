@@ -3,7 +3,7 @@
 //! trajectories with their JSON-lines store.
 //!
 //! The caller builds a [`Prompts`] and [`AgentSettings`] once, an [`AgentTask`] per instance,
-//! and calls [`run_episode`] with any [`policy::Policy`] and a [`sandbox::Episode`]; it gets a
+//! and calls [`run_episode`] with any [`policy::Policy`] and a [`sandbox::Workspace`] (a sandbox episode, or any other backend); it gets a
 //! [`Trajectory`] whose [`Outcome`] says how the episode ended.
 //!
 //! This crate knows no skill and computes no reward: what `submit` takes is given by the task,

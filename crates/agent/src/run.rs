@@ -11,7 +11,7 @@ use policy::{
     derive_seed, estimate_message_tokens, estimate_tokens, ChatRequest, Completion, FinishReason,
     Message, ParsedCall, Policy, SamplingParams, Usage,
 };
-use sandbox::Episode;
+use sandbox::Workspace;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -103,7 +103,7 @@ struct FormatErrorVars<'a> {
 /// left it (for grading); the caller destroys it.
 pub async fn run_episode(
     policy: &dyn Policy,
-    episode: &Episode,
+    episode: &dyn Workspace,
     task: &AgentTask,
     settings: &AgentSettings,
     seed: u64,

@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Args)]
 pub struct SftArgs {
-    /// A trajectory file (JSONL) or a directory of them: bare `agent::Trajectory` records or
+    /// A trajectory file (JSONL) or a directory of them: bare `Trajectory` records or
     /// evaluation records `{trajectory, verdict: {reward, ..}}`.
     #[arg(long)]
     trajectories: PathBuf,

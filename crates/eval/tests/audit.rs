@@ -12,9 +12,9 @@ use std::time::Duration;
 use agent::{AgentSettings, Prompts};
 use eval::audit::{run_audit, AuditOptions, AuditRecord};
 use eval::{Projects, Rollout};
-use synth::fixture::MiniTasks;
 use tasks::hacks::Expect;
 use tasks::Instance;
+use test_support::fixture::MiniTasks;
 
 fn rollout(mini: &MiniTasks) -> Rollout {
     let mut projects = Projects::new();
@@ -111,7 +111,7 @@ async fn honest(rollout: &Rollout, instances: &[Instance]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn python_hacks_earn_nothing_and_honest_answers_still_do() {
     let dir = tempfile::tempdir().unwrap();
-    let mini = synth::fixture::mini_tasks(dir.path(), 2, 11).await;
+    let mini = test_support::fixture::mini_tasks(dir.path(), 2, 11).await;
     let rollout = rollout(&mini);
     audit(
         &rollout,
@@ -142,7 +142,7 @@ async fn python_hacks_earn_nothing_and_honest_answers_still_do() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rust_hacks_earn_nothing_and_honest_answers_still_do() {
     let dir = tempfile::tempdir().unwrap();
-    let mini = synth::fixture::mini_crate_tasks(dir.path(), 1, 3).await;
+    let mini = test_support::fixture::mini_crate_tasks(dir.path(), 1, 3).await;
     let rollout = rollout(&mini);
     audit(
         &rollout,

@@ -28,7 +28,7 @@ struct World {
 
 async fn world() -> World {
     let dir = tempfile::tempdir().unwrap();
-    let mini = synth::fixture::mini_tasks(dir.path(), 2, 11).await;
+    let mini = test_support::fixture::mini_tasks(dir.path(), 2, 11).await;
     let (sandbox, prepared, snapshot, instances) =
         (mini.sandbox, mini.prepared, mini.snapshot, mini.instances);
     let skills: std::collections::BTreeSet<Skill> = instances.iter().map(Instance::skill).collect();

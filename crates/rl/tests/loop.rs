@@ -18,7 +18,7 @@ use rollout::{Projects, Rollout};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpo_loop_runs_syncs_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
-    let mini = synth::fixture::mini_tasks(dir.path(), 1, 5).await;
+    let mini = test_support::fixture::mini_tasks(dir.path(), 1, 5).await;
     let model_dir = dir.path().join("tiny");
     init_checkpoint(
         &InitOptions {

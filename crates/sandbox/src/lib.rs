@@ -4,7 +4,8 @@
 //! A [`Sandbox`] is made once per process from a [`SandboxConfig`] and default [`Limits`]; it
 //! detects what isolation the machine allows and says so in its [`IsolationReport`]. Each
 //! [`Episode`] is created over a [`Snapshot`] and offers `exec`, confined `read_file` and
-//! `write_file`, `diff` and `destroy`. Many episodes run at once; each owns its resources and
+//! `write_file`, `diff` and `destroy` (the [`Workspace`] trait, which other backends implement
+//! too). Many episodes run at once; each owns its resources and
 //! destroying one never touches another.
 //!
 //! This crate never runs anything unisolated unless [`Isolation::None`] was asked for by name,
@@ -26,6 +27,7 @@ mod paths;
 mod plan;
 mod snapshot;
 mod sys;
+mod workspace;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,6 +44,7 @@ pub use crate::output::{Capture, Captured};
 pub use crate::paths::normalise as normalise_path;
 pub use crate::plan::{INSIDE_GID, INSIDE_UID, WORKSPACE};
 pub use crate::snapshot::{fingerprint, Snapshot, SnapshotStore};
+pub use crate::workspace::{diff_dirs, Workspace};
 
 use crate::cgroup::CgroupSupport;
 

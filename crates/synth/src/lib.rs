@@ -7,7 +7,6 @@
 
 pub mod bugs;
 pub mod error;
-pub mod fixture;
 pub mod issue;
 pub mod pipeline;
 pub mod project;

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use corpus::Environment;
-use synth::fixture::{mini_project as project, test_sandbox as sandbox};
 use synth::pipeline::{read_lines, synth_state, ProjectReport, SynthOptions};
 use tasks::{Answer, FileEdits, GradedProject, Grader, Instance, Skill, Task};
+use test_support::fixture::{mini_project as project, test_sandbox as sandbox};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mini_project_end_to_end() {

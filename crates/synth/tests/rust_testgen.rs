@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use corpus::Environment;
-use synth::fixture::{mini_crate, test_sandbox};
 use synth::pipeline::{synth_state, ProjectReport, SynthOptions};
 use tasks::{Answer, FileEdits, GradedProject, Grader, Instance, Skill, Task};
+use test_support::fixture::{mini_crate, test_sandbox};
 
 fn answer(instance: &Instance, path: &str, text: &str) -> Answer {
     Answer {

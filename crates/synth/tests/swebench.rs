@@ -65,7 +65,7 @@ fn archive(tree: &Path, out: &Path) -> String {
 async fn the_official_grader_agrees_with_atomskill() {
     let python = test_python();
     let dir = tempfile::tempdir().unwrap();
-    let mini = synth::fixture::mini_tasks(dir.path(), 2, 11).await;
+    let mini = test_support::fixture::mini_tasks(dir.path(), 2, 11).await;
     let archive_path = dir.path().join("mini-1.0.tar.gz");
     let mut prepared = mini.prepared.clone();
     prepared.spec.sha256 = archive(&prepared.tree, &archive_path);

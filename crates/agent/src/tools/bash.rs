@@ -1,7 +1,7 @@
 //! The `bash` tool: one command line in a fresh `bash -c` in the episode, stderr merged into
 //! stdout, a per-command wall-clock limit, and output shortened to head + tail.
 
-use sandbox::{Episode, ExecRequest};
+use sandbox::{ExecRequest, Workspace};
 use serde::Serialize;
 
 use super::output::shorten;
@@ -23,7 +23,7 @@ struct ObservationVars<'a> {
 /// Runs `command`. `Err` only if the sandbox itself failed (or the template broke); a failing,
 /// killed or timed-out command is an observation.
 pub async fn run(
-    episode: &Episode,
+    episode: &dyn Workspace,
     settings: &ToolSettings,
     prompts: &Prompts,
     env: &[(String, String)],

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use sandbox::{Episode, ExecRequest, WORKSPACE};
+use sandbox::{ExecRequest, Workspace, WORKSPACE};
 use serde_json::Value;
 
 use super::{Observation, ToolSettings};
@@ -82,7 +82,7 @@ enum Kind {
 const PROBE: &str = r#"if [ -L "$1" ]; then echo other; elif [ -d "$1" ]; then echo dir; find "$1" -maxdepth 2 -not -path '*/.*' | sort; elif [ -f "$1" ]; then if [ -x "$1" ]; then echo exec; else echo file; fi; elif [ -e "$1" ]; then echo other; else echo missing; fi"#;
 
 /// The kind of `shown`, and for a directory its listing two levels deep.
-async fn probe(episode: &Episode, shown: &str) -> Result<(Kind, String)> {
+async fn probe(episode: &dyn Workspace, shown: &str) -> Result<(Kind, String)> {
     let request = ExecRequest::new(["bash", "-c", PROBE, "probe", shown]);
     let result = episode.exec(&request).await?;
     let text = result.stdout.to_text();
@@ -165,7 +165,7 @@ fn occurrences(haystack: &str, needle: &str) -> Vec<usize> {
 }
 
 pub struct Editor<'a> {
-    pub episode: &'a Episode,
+    pub episode: &'a dyn Workspace,
     pub settings: &'a ToolSettings,
     pub history: &'a mut EditHistory,
 }

@@ -13,7 +13,7 @@ pub mod submit;
 use std::time::Duration;
 
 use policy::{ToolSpec, SUBMIT_TOOL};
-use sandbox::Episode;
+use sandbox::Workspace;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -110,7 +110,7 @@ pub enum CallResult {
 
 /// The tools of one episode.
 pub struct Toolbox<'a> {
-    episode: &'a Episode,
+    episode: &'a dyn Workspace,
     settings: &'a ToolSettings,
     prompts: &'a Prompts,
     submit: &'a SubmitSpec,
@@ -121,7 +121,7 @@ pub struct Toolbox<'a> {
 
 impl<'a> Toolbox<'a> {
     pub fn new(
-        episode: &'a Episode,
+        episode: &'a dyn Workspace,
         settings: &'a ToolSettings,
         prompts: &'a Prompts,
         submit: &'a SubmitSpec,

@@ -317,7 +317,7 @@ async fn tasks_of(
     seed: u64,
 ) -> MiniTasks {
     let (sandbox, store) = test_sandbox(dir, mount);
-    let state = crate::project::prepare_state(
+    let state = synth::project::prepare_state(
         prepared.clone(),
         &dir.join("cache"),
         &store,
@@ -327,7 +327,7 @@ async fn tasks_of(
     )
     .await
     .expect("the project prepares");
-    let options = crate::pipeline::SynthOptions {
+    let options = synth::pipeline::SynthOptions {
         out: dir.join("tasks"),
         skills: tasks::Skill::ALL.into_iter().collect(),
         max_per_repo: bugs,
@@ -338,11 +338,11 @@ async fn tasks_of(
         baseline_runs: 1,
     };
     let snapshot = state.snapshot.clone();
-    crate::pipeline::synth_state(
+    synth::pipeline::synth_state(
         &options,
         sandbox.clone(),
         Arc::new(state),
-        crate::pipeline::ProjectReport::default(),
+        synth::pipeline::ProjectReport::default(),
         &|_| {},
     )
     .await
