@@ -43,7 +43,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub limit: Option<usize>,
     /// Where a `local:` model runs: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value = "cpu", value_parser = crate::flags::device)]
     pub device: String,
     #[command(flatten)]
     pub agent: AgentArgs,
@@ -59,10 +59,10 @@ pub struct AgentArgs {
     #[arg(long, default_value_t = 16_384)]
     pub max_context_tokens: u64,
     /// Wall-clock budget of one episode in seconds.
-    #[arg(long, default_value_t = 900)]
+    #[arg(long, default_value_t = 900, value_parser = crate::flags::whole_seconds)]
     pub episode_timeout: u64,
     /// Wall-clock limit of one test run while grading, in seconds.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = crate::flags::whole_seconds)]
     pub test_timeout: u64,
     #[arg(long, default_value_t = 0.7)]
     pub temperature: f32,
