@@ -42,7 +42,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub limit: Option<usize>,
     /// Where a `local:` model runs: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value = "cpu", value_parser = crate::flags::device)]
     pub device: String,
     #[command(flatten)]
     pub agent: AgentArgs,
@@ -63,10 +63,10 @@ pub struct AgentArgs {
     #[arg(long, default_value_t = agent_defaults().max_context_tokens)]
     pub max_context_tokens: u64,
     /// Wall-clock budget of one episode in seconds.
-    #[arg(long, default_value_t = agent_defaults().episode_timeout_seconds)]
+    #[arg(long, default_value_t = agent_defaults().episode_timeout_seconds, value_parser = crate::flags::whole_seconds)]
     pub episode_timeout: u64,
     /// Wall-clock limit of one test run while grading, in seconds.
-    #[arg(long, default_value_t = agent_defaults().test_timeout_seconds)]
+    #[arg(long, default_value_t = agent_defaults().test_timeout_seconds, value_parser = crate::flags::whole_seconds)]
     pub test_timeout: u64,
     #[arg(long, default_value_t = Sampling::default().temperature)]
     pub temperature: f32,

@@ -39,7 +39,7 @@ pub struct CorpusFetch {
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
     /// Per-run wall-clock limit in seconds.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = crate::flags::whole_seconds)]
     pub timeout: u64,
 }
 
@@ -70,7 +70,7 @@ pub struct Synth {
     #[arg(long)]
     pub concurrency: Option<usize>,
     /// Per test run wall-clock limit in seconds.
-    #[arg(long, default_value_t = 120)]
+    #[arg(long, default_value_t = 120, value_parser = crate::flags::whole_seconds)]
     pub timeout: u64,
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 mod eval_cli;
 mod factory;
+mod flags;
 mod quickstart;
 mod rl_cli;
 
@@ -86,10 +87,10 @@ struct SandboxOptions {
     #[arg(long)]
     venv: Option<PathBuf>,
     /// Per-command wall-clock limit in seconds.
-    #[arg(long, default_value_t = 60.0)]
+    #[arg(long, default_value_t = 60.0, value_parser = flags::seconds)]
     timeout: f64,
     /// Memory limit of the episode in MiB.
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u64).range(1..=1 << 30))]
     memory: u64,
     /// Process limit of the episode.
     #[arg(long, default_value_t = 256)]

@@ -76,10 +76,10 @@ pub struct ServeArgs {
     #[arg(long)]
     served_model_name: Option<String>,
     /// Weight dtype: f32, bf16 or f16.
-    #[arg(long, default_value = "f32")]
+    #[arg(long, default_value = "f32", value_parser = crate::flags::dtype())]
     dtype: String,
     /// cpu, or cuda / cuda:N (needs a build with the `cuda` feature).
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value = "cpu", value_parser = crate::flags::device)]
     device: String,
     /// Most sequences decoded together.
     #[arg(long, default_value_t = 64)]

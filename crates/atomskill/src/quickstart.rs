@@ -47,7 +47,7 @@ pub struct QuickstartArgs {
     #[arg(long, default_value_t = 4)]
     concurrency: usize,
     /// Where the model trains and samples: cpu, cuda or cuda:N (a build with `--features cuda`).
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value = "cpu", value_parser = crate::flags::device)]
     device: String,
     #[arg(long, default_value_t = 0)]
     seed: u64,

@@ -32,7 +32,7 @@ pub struct TrainArgs {
     #[arg(long)]
     seed: Option<u64>,
     /// Override `device` (cpu, cuda, cuda:N).
-    #[arg(long)]
+    #[arg(long, value_parser = crate::flags::device)]
     device: Option<String>,
 }
 

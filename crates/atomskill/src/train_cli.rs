@@ -63,7 +63,7 @@ pub struct SftArgs {
     #[arg(long)]
     resume: bool,
     /// cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value = "cpu", value_parser = crate::flags::device)]
     device: String,
     /// Train LoRA adapters of this rank on frozen base weights instead of every weight (the
     /// outputs then also hold a PEFT adapter in adapter/). Omit for full fine-tuning.

@@ -335,3 +335,60 @@ fn audit_lists_its_hacks_and_refuses_unknown_ones() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("unknown hack `py_nope`"), "{stderr}");
 }
+
+/// Flag values that once panicked or overflowed (`--timeout=-1` in `Duration::from_secs_f64`)
+/// or that no command can use are refused by the parser: exit status 2, a message naming the
+/// flag and the value, and never a panic.
+#[test]
+fn bad_flag_values_are_usage_errors() {
+    let eval = ["eval", "--tasks", "t.jsonl", "--policy", "p", "--out", "o"];
+    let sft = ["sft", "--trajectories", "t", "--model", "m", "--out", "o"];
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["sandbox", "info", "--timeout=-1"], "negative"),
+        (vec!["sandbox", "info", "--timeout=nan"], "finite"),
+        (vec!["sandbox", "info", "--timeout=inf"], "finite"),
+        (vec!["sandbox", "info", "--timeout=1e20"], "too long"),
+        (
+            vec!["sandbox", "info", "--memory=18446744073709551615"],
+            "--memory",
+        ),
+        (
+            vec![
+                "sandbox",
+                "run",
+                "--repo",
+                ".",
+                "--timeout=-1",
+                "--",
+                "true",
+            ],
+            "negative",
+        ),
+        ([&eval[..], &["--episode-timeout=-5"]].concat(), "negative"),
+        ([&eval[..], &["--test-timeout=1.5"]].concat(), "whole"),
+        ([&eval[..], &["--device=gpu"]].concat(), "cuda:N"),
+        ([&sft[..], &["--device=cuda:x"]].concat(), "cuda:N"),
+        (vec!["serve", "--model", "m", "--dtype", "f64"], "bf16"),
+        (vec!["serve", "--model", "m", "--device", "tpu"], "cuda:N"),
+        (
+            vec!["train", "--config", "c", "--out", "o", "--device", "metal"],
+            "cuda:N",
+        ),
+        (
+            vec!["quickstart", "--out", "o", "--device", "gpu"],
+            "cuda:N",
+        ),
+        (
+            vec!["corpus", "fetch", "--timeout=99999999999999999999"],
+            "too long",
+        ),
+        (vec!["synth", "--out", "o", "--timeout=nan"], "finite"),
+    ];
+    for (args, needle) in cases {
+        let out = atomskill().args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}

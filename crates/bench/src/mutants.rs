@@ -207,7 +207,9 @@ pub async fn run(options: &Options, sandbox: Arc<Sandbox>, case: &Case) -> Resul
         files: FileEdits::new().write(grade_path.clone(), test_file),
     };
     let runner = TestRunner::new(case.prepared.clone());
-    let timeout = Duration::from_secs_f64(options.timeout);
+    // A negative, NaN or overlong --timeout is refused here rather than panicking in Duration.
+    let timeout = Duration::try_from_secs_f64(options.timeout)
+        .map_err(|e| Error::Task(format!("--timeout {}: {e}", options.timeout)))?;
 
     let (mut mutmut_whole, mut mutmut_each, mut ours_whole, mut ours_each) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());

@@ -1,7 +1,7 @@
 //! The decoder-only transformer shared by the Qwen2, Qwen3 and Llama families: pre-norm blocks of
 //! grouped-query attention with rotary embeddings and a SwiGLU MLP. The families differ only in
-//! the flags of [`DecoderSpec`] (biases, q/k norms, head_dim, tied embeddings), which each
-//! architecture file derives from its own `config.json` schema.
+//! the flags of [`DecoderSpec`] (biases, q/k norms, head_dim, tied embeddings), which
+//! [`crate::config::Config::spec`] derives from a checkpoint's `config.json`.
 //!
 //! Padding is on the left and described by an attention mask; position ids count real tokens
 //! only, as transformers' `generate` does. Every op here has a backward.

@@ -9,6 +9,7 @@
 pub mod attention;
 pub mod cache;
 pub mod chat;
+pub mod config;
 pub mod decoder;
 pub mod device;
 mod error;
@@ -17,12 +18,9 @@ pub mod fused;
 pub mod generate;
 pub mod init;
 pub mod layers;
-pub mod llama;
 pub mod logprobs;
 pub mod lora;
 pub mod model;
-pub mod qwen2;
-pub mod qwen3;
 pub mod rope;
 pub mod sampling;
 pub mod tokenizer;
@@ -30,6 +28,7 @@ pub mod weights;
 
 pub use cache::KvCache;
 pub use candle_core::{DType, Device, Tensor};
+pub use config::Config;
 pub use device::{open_device, DeviceName};
 pub use error::{Error, Result};
 pub use model::{Arch, CausalLm};

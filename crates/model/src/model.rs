@@ -8,9 +8,10 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 
 use crate::cache::KvCache;
+use crate::config::Config;
 use crate::decoder::{Decoder, DecoderSpec};
 use crate::lora::LoraSpec;
-use crate::{llama, qwen2, qwen3, weights, Error, Result};
+use crate::{weights, Error, Result};
 
 /// The architecture families this crate implements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,34 +48,18 @@ impl Arch {
     }
 }
 
-#[derive(Debug, Clone)]
-enum Inner {
-    Qwen2(qwen2::Model),
-    Qwen3(qwen3::Model),
-    Llama(llama::Model),
-}
-
-/// A causal language model of any supported family.
+/// A causal language model of any supported family: one [`Decoder`] whose [`DecoderSpec`] carries
+/// everything the families differ in (see [`crate::config::Family`]).
 #[derive(Debug, Clone)]
 pub struct CausalLm {
     arch: Arch,
-    inner: Inner,
-}
-
-fn parse<T: serde::de::DeserializeOwned>(config: &serde_json::Value) -> Result<T> {
-    serde_json::from_value(config.clone()).map_err(|e| Error::Config(e.to_string()))
+    decoder: Decoder,
 }
 
 impl CausalLm {
     /// Builds the model described by `config` from the tensors behind `vb`.
     pub fn new(config: &serde_json::Value, vb: VarBuilder) -> Result<Self> {
-        let arch = Arch::from_config(config)?;
-        let inner = match arch {
-            Arch::Qwen2 => Inner::Qwen2(qwen2::Model::new(&parse(config)?, vb)?),
-            Arch::Qwen3 => Inner::Qwen3(qwen3::Model::new(&parse(config)?, vb)?),
-            Arch::Llama => Inner::Llama(llama::Model::new(&parse(config)?, vb)?),
-        };
-        Ok(Self { arch, inner })
+        Self::new_with_lora(config, vb, None)
     }
 
     /// [`CausalLm::new`] with LoRA adapters on the layers `lora` targets (their `A` and `B` are
@@ -85,22 +70,14 @@ impl CausalLm {
         lora: Option<&LoraSpec>,
     ) -> Result<Self> {
         let arch = Arch::from_config(config)?;
-        let decoder = Decoder::new_with_lora(&Self::spec_of(config)?, vb, lora)?;
-        let inner = match arch {
-            Arch::Qwen2 => Inner::Qwen2(qwen2::Model::from_decoder(decoder)),
-            Arch::Qwen3 => Inner::Qwen3(qwen3::Model::from_decoder(decoder)),
-            Arch::Llama => Inner::Llama(llama::Model::from_decoder(decoder)),
-        };
-        Ok(Self { arch, inner })
+        let spec = Config::from_json(config)?.spec(arch)?;
+        let decoder = Decoder::new_with_lora(&spec, vb, lora)?;
+        Ok(Self { arch, decoder })
     }
 
     /// The decoder spec `config` describes, without loading weights.
     pub fn spec_of(config: &serde_json::Value) -> Result<DecoderSpec> {
-        match Arch::from_config(config)? {
-            Arch::Qwen2 => parse::<qwen2::Config>(config)?.spec(),
-            Arch::Qwen3 => parse::<qwen3::Config>(config)?.spec(),
-            Arch::Llama => parse::<llama::Config>(config)?.spec(),
-        }
+        Config::from_json(config)?.spec(Arch::from_config(config)?)
     }
 
     /// Loads the checkpoint in `dir` (config.json + safetensors) with weights in `dtype`.
@@ -115,43 +92,31 @@ impl CausalLm {
     }
 
     pub fn decoder(&self) -> &Decoder {
-        match &self.inner {
-            Inner::Qwen2(m) => m.decoder(),
-            Inner::Qwen3(m) => m.decoder(),
-            Inner::Llama(m) => m.decoder(),
-        }
+        &self.decoder
     }
 
     /// A copy for generation with stacked q/k/v and gate/up weights (one matmul each); same
     /// outputs, but no gradient flows through it. See [`Decoder::fused_for_inference`].
     pub fn fused_for_inference(&self) -> Result<Self> {
-        let inner = match &self.inner {
-            Inner::Qwen2(m) => Inner::Qwen2(m.fused_for_inference()?),
-            Inner::Qwen3(m) => Inner::Qwen3(m.fused_for_inference()?),
-            Inner::Llama(m) => Inner::Llama(m.fused_for_inference()?),
-        };
         Ok(Self {
             arch: self.arch,
-            inner,
+            decoder: self.decoder.fused_for_inference()?,
         })
     }
 
     pub fn spec(&self) -> &DecoderSpec {
-        self.decoder().spec()
+        self.decoder.spec()
     }
 
-    /// Logits `[batch, seq, vocab]` in the model's dtype.
+    /// Logits `[batch, seq, vocab]` in the model's dtype; see [`Decoder::hidden`] for the mask
+    /// and cache.
     pub fn forward(
         &self,
         tokens: &Tensor,
         attention_mask: Option<&Tensor>,
         cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
-        match &self.inner {
-            Inner::Qwen2(m) => m.forward(tokens, attention_mask, cache),
-            Inner::Qwen3(m) => m.forward(tokens, attention_mask, cache),
-            Inner::Llama(m) => m.forward(tokens, attention_mask, cache),
-        }
+        self.decoder.forward(tokens, attention_mask, cache)
     }
 
     /// Final hidden states `[batch, seq, hidden]`, before the language-model head.
@@ -161,15 +126,15 @@ impl CausalLm {
         attention_mask: Option<&Tensor>,
         cache: Option<&mut KvCache>,
     ) -> Result<Tensor> {
-        self.decoder().hidden(tokens, attention_mask, cache)
+        self.decoder.hidden(tokens, attention_mask, cache)
     }
 
     pub fn lm_head(&self, hidden: &Tensor) -> Result<Tensor> {
-        self.decoder().lm_head(hidden)
+        self.decoder.lm_head(hidden)
     }
 
     pub fn new_cache(&self, batch: usize) -> KvCache {
-        self.decoder().new_cache(batch)
+        self.decoder.new_cache(batch)
     }
 }
 

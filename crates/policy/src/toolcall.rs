@@ -90,11 +90,7 @@ pub fn parse_text(text: &str) -> Result<Vec<ParsedCall>, FormatError> {
     let mut rest = text;
     while let Some(start) = rest.find(OPEN_TAG) {
         let after = &rest[start + OPEN_TAG.len()..];
-        let next_open = after.find(OPEN_TAG).unwrap_or(after.len());
-        let (body, unclosed, consumed) = match after[..next_open].find(CLOSE_TAG) {
-            Some(end) => (&after[..end], false, end + CLOSE_TAG.len()),
-            None => (&after[..next_open], true, next_open),
-        };
+        let (body, unclosed, consumed) = block(after);
         let index = calls.len();
         let (value, mut repairs) = parse_lenient(body).map_err(|message| FormatError {
             call_index: index,
@@ -120,6 +116,25 @@ pub fn parse_text(text: &str) -> Result<Vec<ParsedCall>, FormatError> {
         rest = &after[consumed..];
     }
     Ok(calls)
+}
+
+/// The body of the block whose opening tag `after` follows, whether its closing tag is missing,
+/// and how much of `after` the block takes. A tag inside the call's JSON strings (a command that
+/// greps for the tags, a file that holds them) does not end the block: the first closing tag
+/// before which the body is valid JSON does. Failing that, the first closing tag before the next
+/// opening tag ends it, and without one the block runs to the next opening tag or the end.
+fn block(after: &str) -> (&str, bool, usize) {
+    for (end, _) in after.match_indices(CLOSE_TAG) {
+        let body = &after[..end];
+        if serde_json::from_str::<serde::de::IgnoredAny>(body).is_ok() {
+            return (body, false, end + CLOSE_TAG.len());
+        }
+    }
+    let next_open = after.find(OPEN_TAG).unwrap_or(after.len());
+    match after[..next_open].find(CLOSE_TAG) {
+        Some(end) => (&after[..end], false, end + CLOSE_TAG.len()),
+        None => (&after[..next_open], true, next_open),
+    }
 }
 
 fn call_from_object(

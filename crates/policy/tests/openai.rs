@@ -304,6 +304,34 @@ async fn server_error_then_success_is_retried() {
     assert_eq!(server.count(), 3);
 }
 
+/// A server's `Retry-After` is the server's to choose; absurd values (`1e20` seconds overflowed
+/// a `Duration`) are clamped to the backoff's maximum or ignored, and the request still succeeds.
+#[tokio::test]
+async fn absurd_retry_after_values_neither_panic_nor_stall() {
+    const HEADERS: [&str; 5] = ["1e20", "18446744073709551616", "-1", "NaN", "inf"];
+    let server = serve(|n, _| match HEADERS.get(n) {
+        Some(&header) => Reply {
+            retry_after: Some(header),
+            ..Reply::status(429, json!({"error": "slow down"}))
+        },
+        None => Reply::ok(tool_call_reply(None, "{}")),
+    })
+    .await;
+    let mut config = config(vec![server.url.clone()]);
+    config.max_retries = HEADERS.len() as u32;
+    let policy = OpenAiPolicy::new(config).unwrap();
+    let started = Instant::now();
+    let completions = policy.complete(&request()).await.unwrap();
+    assert_eq!(completions.len(), 1);
+    assert_eq!(server.count(), HEADERS.len() + 1);
+    // Five waits of at most the backoff's 20 ms maximum each, with a wide margin.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn persistent_server_errors_exhaust_the_retries() {
     let server = serve(|_, _| Reply::status(503, json!({"error": "down"}))).await;

@@ -152,6 +152,18 @@ fn text_calls() {
     );
     // A stray closing tag is ignored.
     check("</tool_call> nothing here", &[]);
+    // Tags inside the call's strings (an agent working on this very parser) do not end it.
+    check(
+        r#"<tool_call>{"name": "bash", "arguments": {"command": "grep -c '</tool_call>' a <tool_call>"}}</tool_call> then <tool_call>{"name": "submit"}</tool_call>"#,
+        &[
+            (
+                "bash",
+                json!({"command": "grep -c '</tool_call>' a <tool_call>"}),
+                &[],
+            ),
+            ("submit", json!({}), &[]),
+        ],
+    );
 }
 
 #[test]

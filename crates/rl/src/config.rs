@@ -213,6 +213,21 @@ impl RunConfig {
         if self.agent.max_steps == 0 {
             return Err("agent.max_steps must be at least 1".into());
         }
+        // Deadlines are `now + timeout`: a timeout near u64::MAX seconds would overflow them.
+        const MAX_TIMEOUT_SECONDS: u64 = 30 * 24 * 3600;
+        for (name, seconds) in [
+            (
+                "episode_timeout_seconds",
+                self.agent.episode_timeout_seconds,
+            ),
+            ("test_timeout_seconds", self.agent.test_timeout_seconds),
+        ] {
+            if seconds > MAX_TIMEOUT_SECONDS {
+                return Err(format!(
+                    "agent.{name} must be at most {MAX_TIMEOUT_SECONDS} (30 days), got {seconds}"
+                ));
+            }
+        }
         for (skill, w) in &self.mixture {
             if !(*w >= 0.0 && w.is_finite()) {
                 return Err(format!("mixture.{} must be >= 0, got {w}", skill.name()));
@@ -254,6 +269,9 @@ mod tests {
             ("model = \"m\"\ntasks = \"t\"\n[policy]\nkind = \"openai\"\nendpoints = []\nmodel = \"x\"\nreload_url = \"u\"\n", Some("at least one server")),
             ("model = \"m\"\ntasks = \"t\"\n[policy]\nkind = \"local\"\n[rollout]\ntop_p = 0.0\n", Some("top_p")),
             ("model = \"m\"\ntasks = \"t\"\ndevice = \"gpu\"\n", Some("device must be cpu, cuda or cuda:N")),
+            ("model = \"m\"\ntasks = \"t\"\n[agent]\nepisode_timeout_seconds = 9223372036854775807\n", Some("agent.episode_timeout_seconds must be at most")),
+            ("model = \"m\"\ntasks = \"t\"\n[agent]\ntest_timeout_seconds = 2592001\n", Some("agent.test_timeout_seconds must be at most")),
+            ("model = \"m\"\ntasks = \"t\"\n[agent]\ntest_timeout_seconds = 2592000\n", None),
             ("model = \"m\"\ntasks = \"t\"\ndevice = \"cuda:1\"\n", None),
             ("model = \"m\"\ntasks = \"t\"\n[train]\nlora = { rank = 4, alpha = 8.0, targets = [\"q_proj\", \"v_proj\"] }\n", None),
             ("model = \"m\"\ntasks = \"t\"\n[train]\nlora = { rank = 0 }\n", Some("lora.rank must be at least 1")),

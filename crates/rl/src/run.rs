@@ -225,9 +225,14 @@ pub async fn run_training(
     })?;
     let device = device_of(&config.device)?;
     let checkpoint_dir = out.join("checkpoint");
-    let (trainer, client) = if resume && checkpoint_dir.join("trainer_state.json").is_file() {
+    let (trainer, client) = if resume && train::checkpoint::has_checkpoint(&checkpoint_dir)? {
         let (trainer, state) = Trainer::resume(&checkpoint_dir, &device)?;
-        let client: ClientState = serde_json::from_value(state).unwrap_or_default();
+        // A damaged run state is an error: defaulting it would draw the first groups again.
+        let client: ClientState =
+            serde_json::from_value(state).map_err(|e| train::Error::Checkpoint {
+                path: checkpoint_dir.clone(),
+                message: format!("the run's state (next group, iterations): {e}"),
+            })?;
         (trainer, client)
     } else {
         let mut train_config = config.train.clone();

@@ -9,10 +9,11 @@ use crate::instance::{Instance, Skill, SCHEMA_VERSION};
 /// Reads every instance of a JSONL file. A malformed line is an error naming it, except a torn
 /// last line without its newline (a crash mid-write), which is skipped with a warning.
 pub fn read_jsonl(path: &Path) -> Result<Vec<Instance>> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+    let bytes = std::fs::read(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,
     })?;
+    let text = utf8_text(path, bytes)?;
     let complete = text.ends_with('\n');
     let lines: Vec<&str> = text.lines().collect();
     let mut out = Vec::new();
@@ -45,6 +46,26 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<Instance>> {
         }
     }
     Ok(out)
+}
+
+/// The text of an instance file. A write torn inside a multi-byte character leaves an incomplete
+/// one at the very end, which goes with the torn last line it belongs to; invalid UTF-8 anywhere
+/// else is an error naming its line.
+fn utf8_text(path: &Path, bytes: Vec<u8>) -> Result<String> {
+    let error = match String::from_utf8(bytes) {
+        Ok(text) => return Ok(text),
+        Err(error) => error,
+    };
+    let valid = error.utf8_error().valid_up_to();
+    let bytes = error.as_bytes();
+    if error.utf8_error().error_len().is_none() {
+        return Ok(String::from_utf8_lossy(&bytes[..valid]).into_owned());
+    }
+    Err(Error::Format {
+        path: path.display().to_string(),
+        line: bytes[..valid].iter().filter(|&&b| b == b'\n').count() + 1,
+        message: format!("invalid UTF-8 at byte {valid}"),
+    })
 }
 
 /// Every instance in a directory of `<skill>.jsonl` files (or one file), in skill order.

@@ -113,9 +113,14 @@ impl Trainer {
         let path = dir.join("optimizer.safetensors");
         let tensors = candle_core::safetensors::load(&path, device)
             .map_err(|e| Error::checkpoint(&path, e.to_string()))?;
+        // Moments missing or of the wrong shape are a damaged checkpoint, named as such.
         trainer
             .optimizer
-            .load_state(tensors.into_iter().collect(), state.step)?;
+            .load_state(tensors.into_iter().collect(), state.step)
+            .map_err(|e| match e {
+                Error::Input(message) => Error::checkpoint(&path, message),
+                other => other,
+            })?;
         trainer.step = state.step;
         trainer.weight_version = state.weight_version;
         Ok((trainer, state.client_state))
@@ -215,6 +220,62 @@ pub(crate) fn read_adapters(
         ));
     }
     Ok(out)
+}
+
+/// Whether there is a checkpoint in `dir` to resume from. `Ok(false)` only when there is no
+/// trace of one; a `dir` without its `trainer_state.json`, or the previous checkpoint left aside
+/// by a save that was interrupted ([`write_dir_atomically`]), is an [`Error::Checkpoint`] that
+/// says what to do, so that a resumed run never starts over at step 0 in silence.
+pub fn has_checkpoint(dir: &Path) -> Result<bool> {
+    let state = dir.join("trainer_state.json");
+    if state.is_file() {
+        return Ok(true);
+    }
+    if dir.exists() {
+        return Err(Error::checkpoint(
+            dir,
+            "there is no readable trainer_state.json, so the checkpoint is incomplete or damaged; \
+             remove the directory to start over",
+        ));
+    }
+    if let Some(aside) = moved_aside(dir)? {
+        return Err(Error::checkpoint(
+            dir,
+            format!(
+                "missing, but an interrupted save left the previous checkpoint at {}; rename it \
+                 to {} to resume from it, or remove it to start over",
+                aside.display(),
+                dir.display()
+            ),
+        ));
+    }
+    Ok(false)
+}
+
+/// A copy of `dir` that [`write_dir_atomically`] moved aside (`.NAME.old-PID`), if one is left.
+fn moved_aside(dir: &Path) -> Result<Option<PathBuf>> {
+    let (Some(name), Some(parent)) = (dir.file_name().and_then(|n| n.to_str()), dir.parent())
+    else {
+        return Ok(None);
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let entries = match std::fs::read_dir(parent) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(parent, e)),
+    };
+    let prefix = format!(".{name}.old-");
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(parent, e))?;
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            return Ok(Some(entry.path()));
+        }
+    }
+    Ok(None)
 }
 
 /// The `trainer_state.json` of the checkpoint in `dir`, checked.

@@ -452,7 +452,7 @@ pub fn run(
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let checkpoint = out.join("checkpoint");
     let metrics_path = out.join("metrics.jsonl");
-    let (mut trainer, mut cursor) = if resume && checkpoint.join("trainer_state.json").is_file() {
+    let (mut trainer, mut cursor) = if resume && crate::checkpoint::has_checkpoint(&checkpoint)? {
         let (trainer, client) = Trainer::resume(&checkpoint, device)?;
         let state: SftState = serde_json::from_value(client)
             .map_err(|e| Error::checkpoint(&checkpoint, format!("SFT state: {e}")))?;

@@ -225,4 +225,17 @@ fn an_interrupted_sft_run_resumes_to_the_same_weights() {
     assert!(
         out.join("model/model.safetensors").is_file() && out.join("model/tokenizer.json").is_file()
     );
+
+    // A checkpoint that lost its state is an error on resume, not a fresh run from step 0 that
+    // would replace the metrics.
+    std::fs::remove_file(out.join("checkpoint/trainer_state.json")).unwrap();
+    let error = sft::run(&model_dir, &out, &data, &options(6), true, &device, |_| {}).unwrap_err();
+    assert!(
+        matches!(&error, train::Error::Checkpoint { path, .. } if path.ends_with("checkpoint")),
+        "{error}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("metrics.jsonl")).unwrap(),
+        lines
+    );
 }

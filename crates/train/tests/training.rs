@@ -4,10 +4,15 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
+
 use candle_core::Device;
 use model::generate::{Engine, EngineConfig, GenerationParams, Request};
 use model::sampling::SamplingParams;
-use train::{Algorithm, Decay, LossConfig, Precision, Sample, Schedule, TrainConfig, Trainer};
+use train::checkpoint::has_checkpoint;
+use train::{
+    Algorithm, Decay, Error, LossConfig, Precision, Sample, Schedule, TrainConfig, Trainer,
+};
 use trajectory::derive_seed;
 
 fn batch(step: u64) -> Vec<Sample> {
@@ -114,6 +119,122 @@ fn resuming_gives_bit_identical_weights() {
 /// Reward: the share of the completion's tokens equal to `TARGET`.
 const TARGET: u32 = 7;
 const PROMPT: [u32; 3] = [1, 2, 3];
+
+/// A copy of the checkpoint directory `from` at `to`, damaged by `damage`.
+fn damaged_copy(from: &Path, to: &Path, damage: impl FnOnce(&Path)) -> PathBuf {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+    damage(to);
+    to.to_path_buf()
+}
+
+fn edit_state(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join("trainer_state.json");
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut state);
+    std::fs::write(&path, state.to_string()).unwrap();
+}
+
+fn truncate(path: &Path) {
+    let bytes = std::fs::read(path).unwrap();
+    std::fs::write(path, &bytes[..bytes.len() / 2]).unwrap();
+}
+
+/// A damaged checkpoint (state or optimiser file truncated, a step counter that is not one, a
+/// state file gone, a save interrupted halfway) is a typed error on resume, never a trainer
+/// that starts again from step 0.
+#[test]
+fn damaged_checkpoints_are_typed_errors() {
+    let root = tempfile::tempdir().unwrap();
+    let model_dir = root.path().join("model");
+    common::write_checkpoint(&model_dir, &common::tiny_config(24, 16, 1), 7, 0.0);
+    let device = Device::Cpu;
+    let mut trainer = Trainer::new(&model_dir, resume_config(), &device).unwrap();
+    trainer.step(&batch(0)).unwrap();
+    let good = root.path().join("good");
+    trainer
+        .save_checkpoint(&good, &serde_json::json!({"next_batch": 1}))
+        .unwrap();
+    drop(trainer);
+    assert!(has_checkpoint(&good).unwrap());
+    assert_eq!(Trainer::resume(&good, &device).unwrap().0.step_count(), 1);
+
+    let copy = |name: &str, damage: &dyn Fn(&Path)| {
+        let dir = damaged_copy(&good, &root.path().join(name), damage);
+        let error = Trainer::resume(&dir, &device).err();
+        (dir, error)
+    };
+    let invalid_json = [
+        copy("truncated-state", &|d| {
+            truncate(&d.join("trainer_state.json"))
+        }),
+        copy("negative-step", &|d| {
+            edit_state(d, |s| s["step"] = (-1).into())
+        }),
+        copy("text-step", &|d| edit_state(d, |s| s["step"] = "1".into())),
+        copy("fractional-step", &|d| {
+            edit_state(d, |s| s["step"] = 1.5.into())
+        }),
+        copy("no-step", &|d| {
+            edit_state(d, |s| {
+                s.as_object_mut().unwrap().remove("step");
+            })
+        }),
+        copy("empty-state", &|d| {
+            std::fs::write(d.join("trainer_state.json"), "").unwrap()
+        }),
+    ];
+    for (dir, error) in invalid_json {
+        assert!(
+            matches!(&error, Some(Error::Json { path, .. }) if path.starts_with(&dir)),
+            "{}: {error:?}",
+            dir.display()
+        );
+    }
+    let damaged = [
+        copy("other-format", &|d| {
+            edit_state(d, |s| s["format_version"] = 99.into())
+        }),
+        copy("truncated-optimizer", &|d| {
+            truncate(&d.join("optimizer.safetensors"))
+        }),
+        copy("optimizer-missing-moments", &|d| {
+            let path = d.join("optimizer.safetensors");
+            let mut moments = candle_core::safetensors::load(&path, &device).unwrap();
+            let name = moments.keys().next().unwrap().clone();
+            moments.remove(&name);
+            candle_core::safetensors::save(&moments, &path).unwrap();
+        }),
+    ];
+    for (dir, error) in damaged {
+        assert!(
+            matches!(&error, Some(Error::Checkpoint { path, .. }) if path.starts_with(&dir)),
+            "{}: {error:?}",
+            dir.display()
+        );
+    }
+
+    // The checks a resuming run makes before it decides to start over.
+    let (no_state, _) = copy("no-state", &|d| {
+        std::fs::remove_file(d.join("trainer_state.json")).unwrap()
+    });
+    let error = has_checkpoint(&no_state).unwrap_err();
+    assert!(matches!(&error, Error::Checkpoint { .. }), "{error}");
+    assert!(error.to_string().contains("trainer_state.json"), "{error}");
+    let aside = root.path().join(".interrupted.old-123");
+    damaged_copy(&good, &aside, |_| {});
+    let error = has_checkpoint(&root.path().join("interrupted")).unwrap_err();
+    assert!(matches!(&error, Error::Checkpoint { .. }), "{error}");
+    assert!(
+        error.to_string().contains(".interrupted.old-123"),
+        "{error}"
+    );
+    assert!(!has_checkpoint(&root.path().join("never-written")).unwrap());
+}
 
 fn rollouts(
     trainer: &Trainer,

@@ -185,9 +185,7 @@ impl OpenAiPolicy {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64);
+            .and_then(retry_after_delay);
         let bytes = response.bytes().await.map_err(transport)?;
         if !status.is_success() {
             let text = String::from_utf8_lossy(&bytes);
@@ -207,6 +205,20 @@ impl OpenAiPolicy {
             message,
         })
     }
+}
+
+/// The longest wait a `Retry-After` header is taken to ask for; the backoff caps it further.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// The wait a `Retry-After` header in seconds asks for, at most [`MAX_RETRY_AFTER`]; `None` for
+/// a value that is not a non-negative number of seconds (an HTTP date, `-1`, `NaN`). The header
+/// comes from the server, so no value of it may panic (`1e20` seconds overflows a `Duration`).
+fn retry_after_delay(value: &str) -> Option<Duration> {
+    let seconds = value.trim().parse::<f64>().ok()?;
+    if seconds.is_nan() || seconds < 0.0 {
+        return None;
+    }
+    Some(Duration::try_from_secs_f64(seconds).map_or(MAX_RETRY_AFTER, |d| d.min(MAX_RETRY_AFTER)))
 }
 
 /// An error and its sources on one line (reqwest's own message hides the cause).
@@ -265,5 +277,33 @@ impl Policy for OpenAiPolicy {
                 Err(error) => return Err(error),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(header: &str, expected: Option<Duration>) {
+        assert_eq!(retry_after_delay(header), expected, "Retry-After: {header}");
+    }
+
+    #[test]
+    fn retry_after_is_clamped_or_ignored_never_a_panic() {
+        check("0", Some(Duration::ZERO));
+        check(" 2 ", Some(Duration::from_secs(2)));
+        check("1.5", Some(Duration::from_millis(1500)));
+        check("86400", Some(MAX_RETRY_AFTER));
+        check("86401", Some(MAX_RETRY_AFTER));
+        check("1e20", Some(MAX_RETRY_AFTER));
+        check("18446744073709551616", Some(MAX_RETRY_AFTER));
+        check("99999999999999999999999999999", Some(MAX_RETRY_AFTER));
+        check("inf", Some(MAX_RETRY_AFTER));
+        check("-1", None);
+        check("-0.001", None);
+        check("-inf", None);
+        check("NaN", None);
+        check("", None);
+        check("Wed, 21 Oct 2015 07:28:00 GMT", None);
     }
 }
