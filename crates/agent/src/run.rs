@@ -112,7 +112,11 @@ pub async fn run_episode(
     let started_unix_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let deadline = tokio::time::Instant::now() + settings.budgets.wall_clock;
+    // A budget too large for the clock (a settings file can say anything) means no deadline.
+    let now = tokio::time::Instant::now();
+    let deadline = now
+        .checked_add(settings.budgets.wall_clock)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 24 * 3600));
     let mut toolbox = Toolbox::new(
         episode,
         &settings.tools,

@@ -68,36 +68,26 @@ impl FileEdits {
     }
 
     /// A git-style unified diff against `base` (the content of each path before the edits;
-    /// `None` for a path that did not exist).
+    /// `None` for a path that did not exist), rendered by the sandbox's one patch renderer
+    /// ([`sandbox::WorkspaceDiff::to_patch`], checked against `git apply`).
     pub fn to_unified_diff(&self, base: impl Fn(&str) -> Option<String>) -> String {
-        let mut out = String::new();
-        for (path, new) in &self.0 {
-            let old = base(path);
-            if old.as_deref() == new.as_deref() {
-                continue;
-            }
-            out.push_str(&format!("diff --git a/{path} b/{path}\n"));
-            let (from, to) = (
-                old.as_ref()
-                    .map_or("/dev/null".to_string(), |_| format!("a/{path}")),
-                new.as_ref()
-                    .map_or("/dev/null".to_string(), |_| format!("b/{path}")),
-            );
-            if old.is_none() {
-                out.push_str("new file mode 100644\n");
-            }
-            if new.is_none() {
-                out.push_str("deleted file mode 100644\n");
-            }
-            let old_text = old.unwrap_or_default();
-            let new_text = new.clone().unwrap_or_default();
-            let diff = similar::TextDiff::from_lines(&old_text, &new_text);
-            out.push_str(&format!("--- {from}\n+++ {to}\n"));
-            for hunk in diff.unified_diff().context_radius(3).iter_hunks() {
-                out.push_str(&hunk.to_string());
-            }
-        }
-        out
+        let file = |content: String| sandbox::Entry::File {
+            executable: false,
+            content: content.into_bytes(),
+        };
+        let changes = self
+            .0
+            .iter()
+            .filter_map(|(path, new)| {
+                let old = base(path);
+                (old.as_deref() != new.as_deref()).then(|| sandbox::FileChange {
+                    path: path.clone(),
+                    old: old.map(file),
+                    new: new.clone().map(file),
+                })
+            })
+            .collect();
+        sandbox::WorkspaceDiff { changes }.to_patch()
     }
 
     /// Parses a unified diff and applies it to `base`, giving the edited files' final contents.
@@ -243,6 +233,44 @@ mod tests {
         assert!(diff.contains("--- /dev/null\n+++ b/new.py"), "{diff}");
         assert!(diff.contains("--- a/gone.py\n+++ /dev/null"), "{diff}");
         assert_eq!(FileEdits::from_unified_diff(&diff, base).unwrap(), edits);
+    }
+
+    /// The rendered diff is one `git apply` accepts and that turns the base into the edits.
+    #[test]
+    fn git_applies_the_diff() {
+        let dir = tempfile::tempdir().unwrap();
+        let base_files = [
+            ("a.py", "def f():\n    return 1\n"),
+            ("gone.py", "x = 1\n"),
+            ("no_newline.txt", "last line"),
+        ];
+        for (path, content) in base_files {
+            std::fs::write(dir.path().join(path), content).unwrap();
+        }
+        let base = |p: &str| {
+            base_files
+                .iter()
+                .find(|(path, _)| *path == p)
+                .map(|(_, c)| c.to_string())
+        };
+        let edits = FileEdits::new()
+            .write("a.py", "def f():\n    return 2\n")
+            .delete("gone.py")
+            .write("no_newline.txt", "last line, edited")
+            .write("pkg/new.py", "y = 2\n");
+        let patch = edits.to_unified_diff(base);
+        std::fs::write(dir.path().join("change.patch"), &patch).unwrap();
+        let status = std::process::Command::new("git")
+            .args(["apply", "change.patch"])
+            .current_dir(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "git apply refused:\n{patch}");
+        let read = |p: &str| std::fs::read_to_string(dir.path().join(p)).ok();
+        assert_eq!(read("a.py").as_deref(), Some("def f():\n    return 2\n"));
+        assert_eq!(read("gone.py"), None);
+        assert_eq!(read("no_newline.txt").as_deref(), Some("last line, edited"));
+        assert_eq!(read("pkg/new.py").as_deref(), Some("y = 2\n"));
     }
 
     #[test]
