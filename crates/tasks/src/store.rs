@@ -6,66 +6,41 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::instance::{Instance, Skill, SCHEMA_VERSION};
 
-/// Reads every instance of a JSONL file. A malformed line is an error naming it, except a torn
-/// last line without its newline (a crash mid-write), which is skipped with a warning.
+/// Reads every instance of a JSONL file with the one strict reader
+/// ([`trajectory::read_lines`]): a malformed line (invalid UTF-8 included) is an error naming
+/// it, and so is an instance of a schema version this build does not read; a torn last line
+/// without its newline (a crash mid-write) is skipped with a warning.
 pub fn read_jsonl(path: &Path) -> Result<Vec<Instance>> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let text = utf8_text(path, bytes)?;
-    let complete = text.ends_with('\n');
-    let lines: Vec<&str> = text.lines().collect();
-    let mut out = Vec::new();
-    for (index, line) in lines.iter().enumerate() {
-        if line.trim().is_empty() {
-            continue;
+    let check = |instance: &Instance| {
+        if instance.schema_version == SCHEMA_VERSION {
+            Ok(())
+        } else {
+            Err(format!(
+                "schema_version {} is not supported (this build reads {SCHEMA_VERSION})",
+                instance.schema_version
+            ))
         }
-        match serde_json::from_str::<Instance>(line) {
-            Ok(instance) if instance.schema_version == SCHEMA_VERSION => out.push(instance),
-            Ok(instance) => {
-                return Err(Error::Format {
-                    path: path.display().to_string(),
-                    line: index + 1,
-                    message: format!(
-                        "schema_version {} is not supported (this build reads {SCHEMA_VERSION})",
-                        instance.schema_version
-                    ),
-                })
-            }
-            Err(_) if index + 1 == lines.len() && !complete => {
-                tracing::warn!(path = %path.display(), line = index + 1, "skipping a torn last line");
-            }
-            Err(error) => {
-                return Err(Error::Format {
-                    path: path.display().to_string(),
-                    line: index + 1,
-                    message: error.to_string(),
-                })
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// The text of an instance file. A write torn inside a multi-byte character leaves an incomplete
-/// one at the very end, which goes with the torn last line it belongs to; invalid UTF-8 anywhere
-/// else is an error naming its line.
-fn utf8_text(path: &Path, bytes: Vec<u8>) -> Result<String> {
-    let error = match String::from_utf8(bytes) {
-        Ok(text) => return Ok(text),
-        Err(error) => error,
     };
-    let valid = error.utf8_error().valid_up_to();
-    let bytes = error.as_bytes();
-    if error.utf8_error().error_len().is_none() {
-        return Ok(String::from_utf8_lossy(&bytes[..valid]).into_owned());
+    let report = trajectory::read_lines_checked(path, check).map_err(|error| match error {
+        trajectory::Error::Io { source, .. } => Error::Io {
+            path: path.to_path_buf(),
+            source,
+        },
+        trajectory::Error::Corrupt { line, message, .. } => Error::Format {
+            path: path.display().to_string(),
+            line,
+            message,
+        },
+        other => Error::Format {
+            path: path.display().to_string(),
+            line: 0,
+            message: other.to_string(),
+        },
+    })?;
+    if let Some(tail) = &report.truncated_tail {
+        tracing::warn!(path = %path.display(), line = tail.line, "skipping a torn last line");
     }
-    Err(Error::Format {
-        path: path.display().to_string(),
-        line: bytes[..valid].iter().filter(|&&b| b == b'\n').count() + 1,
-        message: format!("invalid UTF-8 at byte {valid}"),
-    })
+    Ok(report.records)
 }
 
 /// Every instance in a directory of `<skill>.jsonl` files (or one file), in skill order.

@@ -295,6 +295,19 @@ pub fn read_lines<T: DeserializeOwned>(path: &Path) -> Result<ReadReport<T>> {
     })
 }
 
+/// [`read_lines`], with `check` run on every record: a record it refuses is an error naming its
+/// line, with `check`'s message.
+pub fn read_lines_checked<T: DeserializeOwned>(
+    path: &Path,
+    check: impl Fn(&T) -> std::result::Result<(), String>,
+) -> Result<ReadReport<T>> {
+    read_with(path, |value, corrupt, _| {
+        let record = serde_json::from_value(value).map_err(|e| corrupt(e.to_string()))?;
+        check(&record).map_err(corrupt)?;
+        Ok(record)
+    })
+}
+
 /// [`read_lines`], with a missing file read as an empty one.
 pub fn read_lines_if_exists<T: DeserializeOwned>(path: &Path) -> Result<ReadReport<T>> {
     if !path.exists() {

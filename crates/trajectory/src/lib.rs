@@ -17,8 +17,8 @@ mod trajectory;
 pub use crate::error::{Error, Result};
 pub use crate::fs::write_atomic;
 pub use crate::jsonl::{
-    read_jsonl, read_lines, read_lines_if_exists, JsonlWriter, ReadReport, RecordSink,
-    TruncatedTail, WriterConfig, SCHEMA_VERSION,
+    read_jsonl, read_lines, read_lines_checked, read_lines_if_exists, JsonlWriter, ReadReport,
+    RecordSink, TruncatedTail, WriterConfig, SCHEMA_VERSION,
 };
 pub use crate::message::{
     estimate_message_tokens, estimate_tokens, FinishReason, FunctionCall, Message, Role,
