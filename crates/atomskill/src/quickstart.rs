@@ -121,6 +121,31 @@ impl Progress for Terminal {
         eprintln!("      {line}");
     }
 
+    fn synth(&self, event: synth::Event) {
+        match event {
+            synth::Event::Prepared {
+                project,
+                tests,
+                flaky,
+                seconds,
+            } => eprintln!(
+                "      {project}: {tests} stable tests, {flaky} flaky, prepared in {seconds:.0}s"
+            ),
+            synth::Event::Candidates {
+                project,
+                total,
+                covered,
+                sampled,
+            } => eprintln!(
+                "      {project}: {total} candidates, {covered} in tested functions, {sampled} sampled"
+            ),
+            synth::Event::ProjectSkipped { project, reason } => {
+                eprintln!("      {project}: SKIPPED: {reason}")
+            }
+            _ => {}
+        }
+    }
+
     fn eval(&self, event: EvalEvent) {
         let mut slot = self.bar.lock().expect("progress lock");
         let (_, on_event) = slot.get_or_insert_with(|| {

@@ -311,8 +311,13 @@ pub async fn synth_state(
         .filter(|m| !done.contains_key(&m.id()))
         .cloned()
         .collect::<std::collections::VecDeque<_>>();
-    while kept < options.max_per_repo && (!queue.is_empty() || !pending.is_empty()) {
-        while pending.len() < options.concurrency.max(1)
+    // Candidates start in sample order and every started one is decided (none cancelled when
+    // enough are kept): the decided ones are then a prefix of the sample holding at least
+    // `max_per_repo` kept bugs, so the first `max_per_repo` of them in sample order (below) do
+    // not depend on which validation finished first.
+    while (kept < options.max_per_repo && !queue.is_empty()) || !pending.is_empty() {
+        while kept < options.max_per_repo
+            && pending.len() < options.concurrency.max(1)
             && kept + pending.len() < options.max_per_repo * 3
         {
             let Some(mutation) = queue.pop_front() else {
@@ -350,7 +355,6 @@ pub async fn synth_state(
         });
         done.insert(record.mutation_ids.join("+"), record);
     }
-    pending.shutdown().await;
     let mut bugs: Vec<Bug> = Vec::new();
     for record in done.values() {
         let entry = report.yields.entry(record.operator.clone()).or_default();
