@@ -96,13 +96,15 @@ fn every_crate_is_in_the_overview_with_a_doc() {
     }
 }
 
-#[test]
-fn dependencies_point_down_the_layers() {
-    let layers = layers();
+/// The `[dependencies]` edges of `crates` that point sideways, up, or at a dev-only crate.
+fn wrong_edges(
+    crates: &[(String, PathBuf)],
+    layers: &BTreeMap<String, Option<u32>>,
+) -> Vec<String> {
     let mut wrong = Vec::new();
-    for (name, dir) in crates() {
-        let own = layers[&name];
-        for dep in dependencies(&dir, &layers) {
+    for (name, dir) in crates {
+        let own = layers[name];
+        for dep in dependencies(dir, layers) {
             match (own, layers[&dep]) {
                 (_, None) => wrong.push(format!("{name} → {dep}: a dev-only crate")),
                 (Some(own), Some(theirs)) if theirs >= own => {
@@ -112,6 +114,13 @@ fn dependencies_point_down_the_layers() {
             }
         }
     }
+    wrong
+}
+
+#[test]
+fn dependencies_point_down_the_layers() {
+    let layers = layers();
+    let wrong = wrong_edges(&crates(), &layers);
     assert!(
         wrong.is_empty(),
         "edges against the layer order:\n{}",
@@ -119,17 +128,38 @@ fn dependencies_point_down_the_layers() {
     );
 }
 
-/// The checks can fail: an upward edge in a made-up manifest is caught.
+/// The check can fail: made-up manifests with an upward, a sideways and a dev-only edge are
+/// each caught, and a downward one is not.
 #[test]
-fn an_upward_edge_is_caught() {
+fn wrong_edges_are_caught() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("Cargo.toml"),
-        "[package]\nname = \"trajectory\"\n[dependencies]\neval = { path = \"x\" }\nserde = \"1\"\n",
-    )
-    .unwrap();
+    let manifest = |name: &str, deps: &[&str]| {
+        let crate_dir = dir.path().join(name);
+        std::fs::create_dir_all(&crate_dir).unwrap();
+        let deps: String = deps
+            .iter()
+            .map(|d| format!("{d} = {{ path = \"x\" }}\n"))
+            .collect();
+        std::fs::write(
+            crate_dir.join("Cargo.toml"),
+            format!("[package]\nname = \"{name}\"\n[dependencies]\nserde = \"1\"\n{deps}"),
+        )
+        .unwrap();
+        (name.to_string(), crate_dir)
+    };
     let layers = layers();
-    let deps = dependencies(dir.path(), &layers);
-    assert_eq!(deps, vec!["eval".to_string()]);
-    assert!(layers["eval"] > layers["trajectory"]);
+    let up = manifest("trajectory", &["eval"]);
+    let sideways = manifest("agent", &["train"]);
+    let dev_only = manifest("tasks", &["test-support"]);
+    let down = manifest("eval", &["rollout", "trajectory"]);
+    assert_eq!(wrong_edges(std::slice::from_ref(&up), &layers).len(), 1);
+    assert_eq!(
+        wrong_edges(std::slice::from_ref(&sideways), &layers).len(),
+        1
+    );
+    assert_eq!(
+        wrong_edges(std::slice::from_ref(&dev_only), &layers).len(),
+        1
+    );
+    assert!(wrong_edges(&[down], &layers).is_empty());
 }

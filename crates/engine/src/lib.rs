@@ -262,21 +262,6 @@ pub async fn answer(
     }
 }
 
-/// A whole (non-streamed) chat completion for a request body, without HTTP: what the server
-/// would answer, as JSON.
-pub async fn complete_json(
-    state: &EngineState,
-    body: &[u8],
-) -> std::result::Result<Json, ApiError> {
-    let prepared = prepare(state, body)?;
-    let events = state
-        .worker
-        .submit(prepared.sequences.clone())
-        .ok_or_else(|| ApiError::internal("the model worker has stopped"))?;
-    let choices = collect(prepared.sequences.len(), &prepared, events).await?;
-    Ok(full_response(state, &prepared, &choices))
-}
-
 /// The tokens of one choice so far.
 #[derive(Debug, Default, Clone)]
 struct Choice {

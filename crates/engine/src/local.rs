@@ -8,7 +8,7 @@ use std::sync::Arc;
 use policy::{ChatRequest, Completion, Policy};
 use serde_json::Map;
 
-use crate::{complete_json, EngineState, Result, ServeOptions};
+use crate::{answer, Answer, EngineState, Result, ServeOptions};
 
 /// The embedded model, in process.
 #[derive(Clone)]
@@ -58,8 +58,12 @@ impl Policy for LocalPolicy {
     async fn complete(&self, request: &ChatRequest) -> policy::Result<Vec<Completion>> {
         let body = policy::wire::request_body(self.state.model_name(), request, &Map::new());
         let bytes = serde_json::to_vec(&body).expect("request bodies serialise");
-        match complete_json(&self.state, &bytes).await {
-            Ok(response) => {
+        match answer(&self.state, &bytes).await {
+            Ok(Answer::Stream(_)) => Err(policy::Error::BadResponse {
+                endpoint: self.describe(),
+                message: "a streamed answer to a request that did not ask for one".into(),
+            }),
+            Ok(Answer::Full(response)) => {
                 let bytes = serde_json::to_vec(&response).expect("responses serialise");
                 policy::wire::parse_response(&bytes, request.sampling.n).map_err(|message| {
                     policy::Error::BadResponse {

@@ -68,8 +68,8 @@ impl Workbench {
         corpus::Cache::new(self.home.join("corpus"))
     }
 
-    /// A rollout over the projects of `instances` with the agent of `agent` (sampling at the
-    /// caller's defaults: set them on the returned rollout's settings before use).
+    /// A rollout over the projects of `instances` with the agent of `agent`, sampling every
+    /// step as `sampling` says.
     pub fn rollout(
         &self,
         instances: &[Instance],
